@@ -17,6 +17,8 @@ export interface Native {
   readonly EWOULDBLOCK: number;
   readonly EINTR: number;
   readonly via: string;
+  /** libc `_exit`: ends the process without joining its threads. */
+  exit?: (code: number) => void;
 }
 
 // Serialised with Function.prototype.toString into the waiter threads, so it
@@ -118,18 +120,37 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
   // deno-lint-ignore no-explicit-any
   const ffi = nodeFfi as any;
   if (ffi && typeof ffi.dlopen === "function") {
-    const { functions } = ffi.dlopen(libc, {
-      flock: { parameters: ["i32", "i32"], result: "i32" },
-      [errnoSym]: { parameters: [], result: "pointer" },
-    });
-    const where = functions[errnoSym]();
-    return {
-      via: "node:ffi",
-      EWOULDBLOCK,
-      EINTR,
-      flock: functions.flock,
-      errno: () => ffi.toBuffer(where, 4, false).readInt32LE(0),
-    };
+    // Node 26.10 reads `arguments` and `return`, and silently ignores the
+    // `parameters` and `result` of some of its docs (the function then
+    // takes no arguments and returns nothing): give both spellings. A
+    // "pointer" comes back as a bigint, which ffi.getInt32 takes.
+    // deno-lint-ignore no-explicit-any
+    let functions: any;
+    try {
+      functions = ffi.dlopen(libc, {
+        flock: {
+          arguments: ["i32", "i32"],
+          return: "i32",
+          parameters: ["i32", "i32"],
+          result: "i32",
+        },
+        [errnoSym]: { arguments: [], return: "pointer", parameters: [], result: "pointer" },
+        _exit: { arguments: ["i32"], return: "void", parameters: ["i32"], result: "void" },
+      }).functions;
+    } catch {
+      // e.g. ERR_ACCESS_DENIED under --permission without --allow-ffi.
+      functions = undefined;
+    }
+    if (functions) {
+      const where = functions[errnoSym]();
+      const flock = functions.flock;
+      const errno = () => ffi.getInt32(where, 0);
+      // Sanity check of the signatures: flock(-1, LOCK_UN) fails with EBADF
+      // (9 on Linux and macOS). Otherwise fall through to koffi.
+      if (flock(-1, 8) === -1 && errno() === 9) {
+        return { via: "node:ffi", EWOULDBLOCK, EINTR, flock, errno, exit: functions._exit };
+      }
+    }
   }
   let koffi;
   try {
@@ -147,6 +168,7 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
     EINTR,
     flock: lib.func("int flock(int, int)"),
     errno: () => koffi.errno(),
+    exit: lib.func("void _exit(int)"),
   };
 }
 
@@ -232,6 +254,9 @@ function finish(waiter: Waiter, errno: number) {
 function spawnWaiter(): Waiter {
   const worker = new Worker(workerSource, {
     eval: true,
+    // The parent's flags (--input-type=module, say) would change how this
+    // CommonJS source runs.
+    execArgv: [],
     workerData: { koffiPath },
   });
   const waiter: Waiter = { worker, wait: undefined };
@@ -246,18 +271,28 @@ function spawnWaiter(): Waiter {
   return waiter;
 }
 
-// Node joins its worker threads when the event loop runs dry, and a thread
-// blocked in flock never joins: an abandoned wait would keep the process
-// alive until the holder lets go. process.exit() does not join, so take it
-// when nothing but abandoned waits is left.
+// A thread blocked in flock cannot be stopped, and Node's exit waits for its
+// worker threads: an abandoned wait would keep the process alive until the
+// holder lets go (and with four or more, process.exit() itself hangs). So
+// when the event loop runs dry, or at process.exit(), with abandoned waits
+// still blocked, end the process with libc _exit, which joins nothing. The
+// process's own output is written synchronously on Linux and has gone out.
 function guardExit() {
   if (exitGuard) return;
   exitGuard = true;
   const proc = (globalThis as {
-    process?: { on(e: string, f: () => void): void; exit(): never };
+    process?: {
+      on(e: string, f: (code: number) => void): void;
+      exit(): never;
+      exitCode?: number | string | undefined;
+    };
   }).process;
-  proc?.on("beforeExit", () => {
+  if (!proc || typeof (globalThis as { Bun?: unknown }).Bun !== "undefined") return;
+  proc.on("beforeExit", () => {
     if (abandonedCount > 0) proc.exit();
+  });
+  proc.on("exit", (code) => {
+    if (abandonedCount > 0) native?.exit?.(code);
   });
 }
 

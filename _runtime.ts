@@ -37,15 +37,45 @@ export interface OpenFlags {
   mode?: number;
 }
 
-/** What stat(2) says, the same on every runtime. */
+/**
+ * What stat(2) says about a file, the same on every runtime.
+ *
+ * @example Usage
+ * ```ts
+ * import { Lock } from "@filestore/filestore";
+ * import assert from "node:assert/strict";
+ * import { mkdtempSync, rmSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = mkdtempSync(join(tmpdir(), "info-"));
+ * try {
+ *   await using lock = new Lock(join(dir, "x.lock"));
+ *   const file = await lock.acquire();
+ *   const info = file.statSync();
+ *   assert.ok(info.isFile);
+ *   assert.equal(info.size, 0);
+ * } finally {
+ *   rmSync(dir, { recursive: true });
+ * }
+ * ```
+ */
 export interface FileInfo {
+  /** A regular file. */
   isFile: boolean;
+  /** A directory. */
   isDirectory: boolean;
+  /** A symbolic link (only from an lstat). */
   isSymlink: boolean;
+  /** The size in bytes. */
   size: number;
+  /** The last modification, in milliseconds since the epoch. */
   mtimeMs: number;
+  /** The inode number; with `dev`, it names the file. */
   ino: number;
+  /** The device the file is on. */
   dev: number;
+  /** The number of hard links to the file. */
   nlink: number;
 }
 

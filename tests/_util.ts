@@ -1,6 +1,7 @@
 // Shared by the tests: temporary directories, and child processes of each
 // runtime, all started from the project's own node_modules/.bin.
 import { type ChildProcess, spawn } from "node:child_process";
+import { after } from "node:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -57,10 +58,19 @@ export interface Child {
   kill(signal?: NodeJS.Signals): void;
 }
 
+// A child that a failed test left running would keep the test process alive
+// through its pipes: every file that starts children ends them at its end.
+const children = new Set<ChildProcess>();
+after(() => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
 /** Starts `script` (a path under the project root) with `runtime`. */
 export function start(runtime: Runtime, script: string, args: string[] = []): Child {
   const [bin, argv] = command(runtime, script, args);
   const child = spawn(bin, argv, { stdio: ["pipe", "pipe", "pipe"] });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
   let out = "";
   let err = "";
   const waiters: { match: string | RegExp; resolve(line: string): void }[] = [];

@@ -99,11 +99,10 @@ for (const other of RUNTIMES) {
 
         // Now this process holds it: the other runtime's try fails and its
         // blocking wait ends only once this process lets go.
-        const tryer = await (start(other, "tests/fixtures/hold.ts", [path, "exclusive", "try"]))
-          .line(
-            /locked|busy/,
-          );
-        assert.equal(tryer, "busy");
+        const tryer = start(other, "tests/fixtures/hold.ts", [path, "exclusive", "try"]);
+        assert.equal(await tryer.line(/locked|busy/), "busy");
+        tryer.process.stdin?.end();
+        await tryer.exited;
         const waiter = start(other, "tests/fixtures/hold.ts", [path, "exclusive"]);
         try {
           await waiter.line("waiting");

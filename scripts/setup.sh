@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a machine that has only Node
+# and npm: the pinned runtimes (deno, bun, Node 24) and dev tools from the
+# npm registry, and flock(1) from Debian where it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=node_modules/.package-lock.json
+if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] || [ ! -x node_modules/.bin/node ] \
+  || [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  echo "setup: installing the pinned runtimes and dev tools (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+if ! command -v flock >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing util-linux for flock(1)" >&2
+    apt-get update -qq >&2 && apt-get install -y -qq util-linux >&2
+  else
+    echo "setup: flock(1) is missing: the tests that use it will be skipped" >&2
+  fi
+fi

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the whole suite on Deno (tests and doc examples), Bun and Node 24, and
+# ends with one line that adds the three up: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+export PATH="$PWD/node_modules/.bin:$PATH"
+export NO_COLOR=1
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+passed=0
+failed=0
+status=0
+
+# run NAME COMMAND...: runs one runner, shows its output, keeps its log.
+run() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo "== $name: $*"
+  "$@" 2>&1 | tee "$logs/$name.log"
+  local code=${PIPESTATUS[0]}
+  echo "== $name: exit $code in $((SECONDS - start)) s"
+  [ "$code" = 0 ] || status=1
+}
+
+# add P F: adds one runner's counts; a runner that printed none counts as failed.
+add() {
+  if [ -z "$1" ] || [ -z "$2" ]; then
+    failed=$((failed + 1))
+    status=1
+    return
+  fi
+  passed=$((passed + $1))
+  failed=$((failed + $2))
+}
+
+# add_deno LOG: Deno's summary, "ok | 79 passed (52 steps) | 0 failed | 3 ignored";
+# nested tests are its steps, which the other runners count as tests.
+add_deno() {
+  local line p f
+  line=$(grep -E '^(ok|FAILED) \|' "$logs/$1.log" | tail -1)
+  p=$(sed -nE 's/.*\| ([0-9]+) passed( \(([0-9]+) steps?\))?.*/\1 \3/p' <<<"$line" | awk '{print $1 + $2}')
+  f=$(sed -nE 's/.*\| ([0-9]+) failed( \(([0-9]+) steps?\))?.*/\1 \3/p' <<<"$line" | awk '{print $1 + $2}')
+  add "$p" "$f"
+}
+
+run deno deno test -A tests/
+add_deno deno
+
+run deno-doc deno test -A --doc README.md mod.ts errors.ts filestore.ts lock.ts lockfile.ts _file.ts _runtime.ts
+add_deno deno-doc
+
+run bun bun test --timeout 120000 tests/
+add "$(sed -nE 's/^ *([0-9]+) pass$/\1/p' "$logs/bun.log" | tail -1)" "$(sed -nE 's/^ *([0-9]+) fail$/\1/p' "$logs/bun.log" | tail -1)"
+
+run node node --test tests/*_test.ts
+add "$(sed -nE 's/^. pass ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)" "$(sed -nE 's/^. fail ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)"
+
+echo "$passed passed, $failed failed"
+exit $status

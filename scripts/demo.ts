@@ -11,6 +11,20 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { FileStore, Lock, LockError, LockFile, readLockFile } from "../mod.ts";
 
+// Claims files until none is left, appending each to the report while it
+// holds the report's lock, so that lines never interleave.
+async function consume(store: FileStore, report: string, id: string): Promise<number> {
+  let done = 0;
+  for (let path = await store.claim(); path !== null; path = await store.claim()) {
+    const text = readFileSync(path, "utf8");
+    await using lock = new Lock(report, { timeout: 5_000 });
+    const file = await lock.acquire();
+    await file.write(`${id} handled ${text}`);
+    done++;
+  }
+  return done;
+}
+
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const dir = mkdtempSync(join(tmpdir(), "filestore-demo-"));
 try {
@@ -41,21 +55,12 @@ try {
   }
   console.log(`delivered: ${(await store.list("new")).length} files in new/`);
 
-  // 3. Two consumers race for the files; each appends to the report while
-  // it holds the report's lock, so lines never interleave.
+  // 3. Two consumers race for the files.
   const report = join(dir, "report.txt");
-  async function consume(id: string): Promise<number> {
-    let done = 0;
-    for (let path = await store.claim(); path !== null; path = await store.claim()) {
-      const text = readFileSync(path, "utf8");
-      await using lock = new Lock(report, { timeout: 5_000 });
-      const file = await lock.acquire();
-      await file.write(`${id} handled ${text}`);
-      done++;
-    }
-    return done;
-  }
-  const counts = await Promise.all([consume("consumer A"), consume("consumer B")]);
+  const counts = await Promise.all([
+    consume(store, report, "consumer A"),
+    consume(store, report, "consumer B"),
+  ]);
   console.log(`claimed: ${counts.join(" + ")} = ${counts[0]! + counts[1]!} files, now in cur/`);
   console.log(`left in new/: ${(await store.list("new")).length}`);
   console.log("report:");

@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 stamp=node_modules/.package-lock.json
 if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] || [ ! -x node_modules/.bin/node ] \
   || [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
-  echo "setup: installing the pinned runtimes and dev tools (npm ci)" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # npm ci refuses this lock file: npm leaves the deno package's optional
+  # binaries for other platforms out of it, then calls it out of sync.
+  # npm install with --no-save installs the same pinned versions.
+  echo "setup: installing the pinned runtimes and dev tools (npm install)" >&2
+  npm install --no-save --no-audit --no-fund --loglevel=error >&2
 fi
 if ! command -v flock >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

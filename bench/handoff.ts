@@ -1,0 +1,114 @@
+// Figure 2: how fast the lock changes hands between processes. The parent
+// holds the lock until the child says it is about to wait, gives it time to
+// block, notes the wall clock and releases; the child notes the wall clock
+// once it holds the lock. Each waiting style gets its own child and file,
+// and the styles take turns.
+import process from "node:process";
+import { join } from "node:path";
+import { type RawFile, rt } from "../_runtime.ts";
+import { Lock } from "../lock.ts";
+import { percentile } from "./_stats.ts";
+import { args, emit, full, sleep, startChild, stdinLines, tempDir, wallMs } from "./_util.ts";
+
+const FIGURE = "2 handoff";
+const FLAGS = { read: true, append: true, create: true };
+const MODES = {
+  "raw blocking flock (rt.lockSync)": "raw",
+  "Lock acquire(), timeout Infinity": "infinite",
+  "Lock acquire(), timeout 60 s": "finite",
+} as const;
+type Mode = typeof MODES[keyof typeof MODES];
+
+async function child(mode: Mode, path: string): Promise<void> {
+  const next = stdinLines();
+  const raw: RawFile | undefined = mode === "raw" ? rt.openSync(path, FLAGS) : undefined;
+  const lock = new Lock(path);
+  console.log("ready");
+  while ((await next()) === "go") {
+    console.log("waiting");
+    if (raw) {
+      rt.lockSync(raw, true);
+      console.log(`held ${wallMs()}`);
+      rt.unlockSync(raw);
+    } else {
+      await lock.acquire(mode === "finite" ? { timeout: 60_000 } : undefined);
+      console.log(`held ${wallMs()}`);
+      await lock.release();
+    }
+  }
+  process.exit(0);
+}
+
+async function main(): Promise<void> {
+  using dir = tempDir("handoff");
+  const warmup = 5;
+  const count = full ? 300 : 60;
+  const runs = Object.entries(MODES).map(([name, mode]) => {
+    const path = join(dir.path, `${mode}.lock`);
+    const held = rt.openSync(path, FLAGS);
+    rt.lockSync(held, true);
+    const c = startChild("handoff.ts", ["--child", mode, path]);
+    return { name, mode, held, child: c, samples: [] as number[] };
+  });
+  for (const r of runs) {
+    const line = await r.child.next();
+    if (line !== "ready") throw new Error(`handoff child ${r.mode} said '${line}'`);
+  }
+  for (let i = 0; i < warmup + count; i++) {
+    for (const r of runs) {
+      r.child.send("go");
+      const waiting = await r.child.next();
+      if (waiting !== "waiting") throw new Error(`handoff child ${r.mode} said '${waiting}'`);
+      await sleep(4);
+      const t0 = wallMs();
+      rt.unlockSync(r.held);
+      const held = await r.child.next();
+      const t1 = Number(held.split(" ")[1]);
+      if (!held.startsWith("held ") || Number.isNaN(t1)) {
+        throw new Error(`handoff child ${r.mode} said '${held}'`);
+      }
+      rt.lockSync(r.held, true);
+      if (i >= warmup) r.samples.push(t1 - t0);
+    }
+  }
+  for (const r of runs) {
+    r.child.send("stop");
+    await r.child.exited;
+    rt.closeSync(r.held);
+  }
+  const raw = runs[0]!;
+  const rawP50 = percentile(raw.samples, 50);
+  const rawP99 = percentile(raw.samples, 99);
+  for (const r of runs) {
+    const p50 = percentile(r.samples, 50);
+    const p99 = percentile(r.samples, 99);
+    const isRaw = r === raw;
+    emit({
+      figure: FIGURE,
+      case: `${r.name}: p50`,
+      unit: "ms",
+      value: p50,
+      spread: [percentile(r.samples, 10), percentile(r.samples, 90)],
+      baselineName: "raw blocking flock p50",
+      baseline: rawP50,
+      ratio: p50 / rawP50,
+      target: "p50 < 1 ms",
+      met: p50 < 1,
+      ...(isRaw ? { note: `${r.samples.length} handoffs; spread p10-p90` } : {}),
+    });
+    emit({
+      figure: FIGURE,
+      case: `${r.name}: p99`,
+      unit: "ms",
+      value: p99,
+      spread: [Math.min(...r.samples), Math.max(...r.samples)],
+      baselineName: "raw blocking flock p99",
+      baseline: rawP99,
+      ratio: p99 / rawP99,
+      note: "spread min-max",
+    });
+  }
+}
+
+if (args[0] === "--child") await child(args[1] as Mode, args[2]!);
+else await main();

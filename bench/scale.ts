@@ -1,0 +1,121 @@
+// Figure 5: list() and claim() on an area holding many files, against the
+// directory read itself, and how each grows with the count.
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { FileStore } from "../filestore.ts";
+import { type Case, interleave, median } from "./_stats.ts";
+import { compared, emit, full, tempDir } from "./_util.ts";
+
+const FIGURE = "5 scale";
+const READDIR = "readdirSync(new)";
+const RAW_CLAIM = "readdirSync+sort+renameSync";
+const sizes = full ? [1_000, 10_000, 100_000] : [1_000, 10_000];
+
+using dir = tempDir("scale");
+const medians = new Map<string, number[]>();
+for (const size of sizes) {
+  const root = join(dir.path, `n${size}`);
+  const store = new FileStore(root);
+  store.prepareSync();
+  const newDir = join(root, "new");
+  const curDir = join(root, "cur");
+  for (let i = 0; i < size; i++) {
+    fs.writeFileSync(join(newDir, `${1e9 + i}.msg`), "");
+  }
+  // Each claim is undone (renamed back) inside the timed loop, in the
+  // baseline too, so that the area keeps its size.
+  const putBack = (path: string) => {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    fs.renameSync(join(curDir, name), join(newDir, name));
+  };
+  const cases: Case[] = [
+    {
+      name: READDIR,
+      run: (n) =>
+        void (() => {
+          for (let i = 0; i < n; i++) fs.readdirSync(newDir);
+        })(),
+    },
+    {
+      name: 'listSync("new")',
+      run(n) {
+        for (let i = 0; i < n; i++) store.listSync("new");
+      },
+    },
+    {
+      name: 'list("new")',
+      async run(n) {
+        for (let i = 0; i < n; i++) await store.list("new");
+      },
+    },
+    {
+      name: RAW_CLAIM,
+      run(n) {
+        for (let i = 0; i < n; i++) {
+          const first = fs.readdirSync(newDir).sort()[0]!;
+          fs.renameSync(join(newDir, first), join(curDir, first));
+          putBack(first);
+        }
+      },
+    },
+    {
+      name: "claimSync(), fresh store",
+      run(n) {
+        for (let i = 0; i < n; i++) putBack(new FileStore(root).claimSync()!);
+      },
+    },
+    {
+      name: "claim(), fresh store",
+      async run(n) {
+        for (let i = 0; i < n; i++) putBack((await new FileStore(root).claim())!);
+      },
+    },
+  ];
+  const times = await interleave(cases, {
+    rounds: full ? 9 : 7,
+    roundMs: full ? 80 : 30,
+    warmupMs: full ? 100 : 30,
+  });
+  const rows = [
+    compared(FIGURE, 'listSync("new")', "us/call", times, READDIR),
+    compared(FIGURE, 'list("new")', "us/call", times, READDIR),
+    compared(FIGURE, "claimSync(), fresh store", "us/call", times, RAW_CLAIM),
+    compared(FIGURE, "claim(), fresh store", "us/call", times, RAW_CLAIM),
+  ];
+  for (const row of rows) {
+    emit({ ...row, case: `${row.case}, ${size} files`, baselineName: `${row.baselineName}` });
+  }
+  for (const [name, values] of times) {
+    medians.set(name, [...(medians.get(name) ?? []), median(values)]);
+  }
+  fs.rmSync(root, { recursive: true });
+}
+
+// Growth from the smallest size to each larger one, against the
+// directory read's own growth over the same step.
+for (
+  const [name, base] of [
+    ['listSync("new")', READDIR],
+    ['list("new")', READDIR],
+    ["claimSync(), fresh store", RAW_CLAIM],
+    ["claim(), fresh store", RAW_CLAIM],
+  ] as const
+) {
+  const mine = medians.get(name)!;
+  const theirs = medians.get(base)!;
+  for (let i = 1; i < sizes.length; i++) {
+    const growth = mine[i]! / mine[0]!;
+    const baseGrowth = theirs[i]! / theirs[0]!;
+    emit({
+      figure: FIGURE,
+      case: `${name}: growth ${sizes[0]} -> ${sizes[i]} files`,
+      unit: "x",
+      value: growth,
+      baselineName: `${base} growth`,
+      baseline: baseGrowth,
+      ratio: growth / baseGrowth,
+      target: "grows no faster than the read (ratio <= 1.2)",
+      met: growth / baseGrowth <= 1.2,
+    });
+  }
+}

@@ -238,7 +238,13 @@ function* unlinkQuietly(path: string): Steps<void> {
 }
 
 function quote(value: unknown): string {
-  return typeof value === "string" ? `'${value}'` : String(value);
+  if (typeof value === "string") return `'${value}'`;
+  // An object whose toString is not callable would throw from String().
+  try {
+    return String(value);
+  } catch {
+    return typeof value;
+  }
 }
 
 function checkArea(value: unknown, op: string, param: string): Area {

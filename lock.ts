@@ -476,6 +476,9 @@ function checkPath(path: unknown, what: string): string {
   if (typeof path !== "string" || path === "") {
     throw new TypeError(`${what}: 'path' must be a non-empty string, got ${show(path)}`);
   }
+  if (path.includes("\0")) {
+    throw new TypeError(`${what}: 'path' must not contain NUL, got ${show(path)}`);
+  }
   return path;
 }
 

@@ -209,6 +209,19 @@ function readContent(f: RawFile): string {
   return end < 0 ? text : text.slice(0, end);
 }
 
+// A path that is not a string would be turned into one ("123", "null") by
+// some runtimes and opened in the current directory.
+function checkPath(path: unknown, what: string): string {
+  if (typeof path !== "string" || path === "" || path.includes("\0")) {
+    throw new TypeError(
+      `${what}: 'path' must be a non-empty string without NUL, got ${
+        typeof path === "string" ? JSON.stringify(path) : String(path)
+      }`,
+    );
+  }
+  return path;
+}
+
 function closeQuietly(f: RawFile): void {
   try {
     rt.closeSync(f);
@@ -293,11 +306,12 @@ export class SimpleLockFile implements Disposable {
    * @throws {NotFound} The directory does not exist.
    * @throws {IsADirectory} A directory is at `path`.
    * @throws {PermissionDenied} The file may not be opened for writing.
+   * @throws {TypeError} `path` is not a non-empty string without NUL.
    */
   constructor(path: string) {
     const template = pendingTemplate;
     pendingTemplate = undefined;
-    this.path = path;
+    this.path = checkPath(path, "Cannot lock");
     this.#file = acquire(path, template);
   }
 
@@ -385,8 +399,8 @@ export class LockFile extends SimpleLockFile {
    *
    * @param path The lock file.
    * @param options The content to write.
-   * @throws {TypeError} `contentTemplate` has an unknown placeholder; nothing
-   * has been touched.
+   * @throws {TypeError} `contentTemplate` has an unknown placeholder, or
+   * `path` is not a non-empty string without NUL; nothing has been touched.
    * @throws {LockError} Somebody else holds the lock.
    * @throws {NotFound} The directory does not exist.
    * @throws {IsADirectory} A directory is at `path`.
@@ -420,7 +434,8 @@ export interface LockFileInfo extends LockHolder {
  * @param path The lock file.
  * @param options The template the holder used, to read its pid and hostname.
  * @returns Whether it is locked, and who it names.
- * @throws {TypeError} `contentTemplate` has an unknown placeholder.
+ * @throws {TypeError} `contentTemplate` has an unknown placeholder, or `path`
+ * is not a non-empty string without NUL.
  * @throws {NotFound} There is no file at `path`.
  * @throws {IsADirectory} A directory is at `path`.
  * @throws {PermissionDenied} The file may not be read.
@@ -452,7 +467,7 @@ export interface LockFileInfo extends LockHolder {
  */
 export function readLockFile(path: string, options: LockFileOptions = {}): LockFileInfo {
   const template = parseTemplate(options.contentTemplate ?? DEFAULT_TEMPLATE);
-  const f = rt.openSync(path, { read: true });
+  const f = rt.openSync(checkPath(path, "Cannot read lock file"), { read: true });
   try {
     const locked = !rt.tryLockSync(f, false);
     if (!locked) rt.unlockSync(f);

@@ -205,24 +205,26 @@ export function flockSync(fd: number, op: number): number {
 const workerSource = `
 const { parentPort, workerData } = require("node:worker_threads");
 const native = (${loadNative.toString()})(require, workerData.koffiPath);
-parentPort.on("message", ({ id, fd, op }) => {
+parentPort.on("message", ({ fd, op }) => {
   let errno = 0;
   for (;;) {
     if (native.flock(fd, op) === 0) { errno = 0; break; }
     errno = native.errno();
     if (errno !== native.EINTR) break;
   }
-  parentPort.postMessage({ id, errno });
+  parentPort.postMessage({ errno });
 });
 `;
 
 interface Wait {
-  fd: number;
   onError(errno: number): unknown;
   resolve(): void;
   reject(error: unknown): void;
+  /** Unlocks and closes the descriptor once an abandoned wait returns. */
+  release(): void;
   abandoned: boolean;
-  onAbandon?: () => void;
+  /** Resolves the promise that abandon() handed out. */
+  dropped: (() => void) | undefined;
 }
 
 interface Waiter {
@@ -232,9 +234,19 @@ interface Waiter {
 
 const idle: Waiter[] = [];
 const MAX_IDLE = 4;
-let nextId = 1;
 let abandonedCount = 0;
 let exitGuard = false;
+
+// An abandoned wait's descriptor belongs to the waiter: drop whatever lock
+// the blocked call got, close it, and tell whoever waits for that.
+function settleAbandoned(wait: Wait) {
+  abandonedCount--;
+  try {
+    wait.release();
+  } finally {
+    wait.dropped?.();
+  }
+}
 
 function finish(waiter: Waiter, errno: number) {
   const wait = waiter.wait!;
@@ -242,12 +254,8 @@ function finish(waiter: Waiter, errno: number) {
   waiter.worker.unref();
   if (idle.length < MAX_IDLE) idle.push(waiter);
   else void waiter.worker.terminate();
-  if (wait.abandoned) {
-    abandonedCount--;
-    wait.onAbandon?.();
-    return;
-  }
-  if (errno === 0) wait.resolve();
+  if (wait.abandoned) settleAbandoned(wait);
+  else if (errno === 0) wait.resolve();
   else wait.reject(wait.onError(errno));
 }
 
@@ -266,77 +274,76 @@ function spawnWaiter(): Waiter {
     waiter.wait = undefined;
     const at = idle.indexOf(waiter);
     if (at >= 0) idle.splice(at, 1);
-    if (wait && !wait.abandoned) wait.reject(error);
+    if (wait?.abandoned) settleAbandoned(wait);
+    else wait?.reject(error);
   });
   return waiter;
 }
 
-// A thread blocked in flock cannot be stopped, and Node's exit waits for its
-// worker threads: an abandoned wait would keep the process alive until the
-// holder lets go (and with four or more, process.exit() itself hangs). So
-// when the event loop runs dry, or at process.exit(), with abandoned waits
-// still blocked, end the process with libc _exit, which joins nothing. The
-// process's own output is written synchronously on Linux and has gone out.
+// A thread blocked in flock cannot be stopped, and Node waits for its worker
+// threads as it exits: an abandoned wait would keep the process alive until
+// the holder lets go (and with four or more of them, process.exit() hangs
+// too). So at exit, with abandoned waits still blocked, this listener runs
+// the exit listeners registered after it and then ends the process with
+// libc _exit, which joins nothing. Output to files and pipes is written
+// synchronously on Linux, so none is lost.
 function guardExit() {
   if (exitGuard) return;
   exitGuard = true;
   const proc = (globalThis as {
     process?: {
-      on(e: string, f: (code: number) => void): void;
-      exit(): never;
-      exitCode?: number | string | undefined;
+      on(e: "exit", f: (code: number) => void): void;
+      listeners(e: "exit"): ((code: number) => void)[];
     };
   }).process;
   if (!proc || typeof (globalThis as { Bun?: unknown }).Bun !== "undefined") return;
-  proc.on("beforeExit", () => {
-    if (abandonedCount > 0) proc.exit();
-  });
-  proc.on("exit", (code) => {
-    if (abandonedCount > 0) native?.exit?.(code);
-  });
+  const onExit = (code: number) => {
+    if (abandonedCount === 0 || native?.exit === undefined) return;
+    const later = proc.listeners("exit");
+    for (const listener of later.slice(later.indexOf(onExit) + 1)) listener.call(proc, code);
+    native.exit(code);
+  };
+  proc.on("exit", onExit);
 }
 
-/**
- * Waits on a worker thread until flock(fd, op) succeeds. When `signal`
- * aborts first, the promise rejects with its reason and `fd` belongs to the
- * waiter from then on: `onAbandon` runs once the blocked call returns, and
- * must unlock and close it.
- */
+/** A flock call blocked on a worker thread. */
+export interface BlockedWait {
+  /** Resolves once the lock is held; rejects with the call's error. */
+  granted: Promise<void>;
+  /**
+   * Gives the wait up. From then on the descriptor belongs to the waiter,
+   * which calls `release` once the blocked call returns. Resolves then; is
+   * undefined if the call has already returned, when the caller still owns
+   * the descriptor, and with it any lock the call got.
+   */
+  abandon(): Promise<void> | undefined;
+}
+
+/** Starts flock(fd, op) on a worker thread, so that no JavaScript thread blocks. */
 export function flockWait(
   fd: number,
   op: number,
   onError: (errno: number) => unknown,
-  signal?: AbortSignal,
-  onAbandon?: () => void,
-): Promise<void> {
+  release: () => void,
+): BlockedWait {
   getNative();
-  return new Promise<void>((resolve, reject) => {
-    const waiter = idle.pop() ?? spawnWaiter();
-    const wait: Wait = { fd, onError, resolve, reject, abandoned: false };
-    if (onAbandon) wait.onAbandon = onAbandon;
-    waiter.wait = wait;
-    waiter.worker.ref();
-    waiter.worker.postMessage({ id: nextId++, fd, op });
-    if (signal) {
-      const abort = () => {
-        if (waiter.wait !== wait) return;
-        wait.abandoned = true;
-        abandonedCount++;
-        waiter.worker.unref();
-        guardExit();
-        reject(signal.reason);
-      };
-      if (signal.aborted) abort();
-      else signal.addEventListener("abort", abort, { once: true });
-      const done = () => signal.removeEventListener("abort", abort);
-      wait.resolve = () => {
-        done();
-        resolve();
-      };
-      wait.reject = (e) => {
-        done();
-        reject(e);
-      };
-    }
+  const waiter = idle.pop() ?? spawnWaiter();
+  let wait!: Wait;
+  const granted = new Promise<void>((resolve, reject) => {
+    wait = { onError, resolve, reject, release, abandoned: false, dropped: undefined };
   });
+  waiter.wait = wait;
+  waiter.worker.ref();
+  waiter.worker.postMessage({ fd, op });
+  return {
+    granted,
+    abandon() {
+      if (waiter.wait !== wait) return undefined;
+      wait.abandoned = true;
+      abandonedCount++;
+      waiter.worker.unref();
+      guardExit();
+      return new Promise<void>((resolve) => wait.dropped = resolve);
+    },
+  };
 }

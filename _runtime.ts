@@ -11,7 +11,16 @@ import {
   NotFound,
   PermissionDenied,
 } from "./errors.ts";
-import { flockSync, flockWait, LOCK_EX, LOCK_NB, LOCK_SH, LOCK_UN } from "./_flock.ts";
+import {
+  type BlockedWait,
+  flockSync,
+  flockWait,
+  getNative,
+  LOCK_EX,
+  LOCK_NB,
+  LOCK_SH,
+  LOCK_UN,
+} from "./_flock.ts";
 
 /** Which runtime runs this code. */
 export type RuntimeName = "deno" | "bun" | "node";
@@ -239,7 +248,7 @@ function infoFromDeno(s: Deno.FileInfo): FileInfo {
   };
 }
 
-function denoRuntime(): Runtime {
+function denoRuntime(): Impl {
   const D = Deno;
   const file = (f: RawFile) => f.file!;
   const raw = (path: string, f: Deno.FsFile): RawFile => ({ path, fd: -1, file: f });
@@ -357,31 +366,21 @@ function denoRuntime(): Runtime {
         throw mapError(e, "lock", f.path);
       }
     },
-    lock(f, exclusive, signal) {
-      const pending = file(f).lock(exclusive);
-      if (!signal) return pending.catch((e) => Promise.reject(mapError(e, "lock", f.path)));
-      return new Promise<void>((resolve, reject) => {
-        const abort = () => {
+    startWait(f, exclusive) {
+      const granted = file(f).lock(exclusive).catch((e) =>
+        Promise.reject(mapError(e, "lock", f.path))
+      );
+      return {
+        granted,
+        abandon() {
           // Closing drops the resource: the descriptor closes, and with it
-          // the lock, as soon as the pending wait returns.
+          // the lock, as soon as the pending call returns.
           try {
             file(f).close();
           } catch { /* already closed */ }
-          reject(signal.reason);
-        };
-        if (signal.aborted) return abort();
-        signal.addEventListener("abort", abort, { once: true });
-        pending.then(
-          () => {
-            signal.removeEventListener("abort", abort);
-            resolve();
-          },
-          (e) => {
-            signal.removeEventListener("abort", abort);
-            reject(mapError(e, "lock", f.path));
-          },
-        );
-      });
+          return granted.then(() => {}, () => {});
+        },
+      };
     },
     unlockSync(f) {
       try {
@@ -397,8 +396,10 @@ function denoRuntime(): Runtime {
     rename: wrapAsync("rename", (from, to: string) => D.rename(from, to)),
     linkSync: wrap("link", (from, to: string) => D.linkSync(from, to)),
     link: wrapAsync("link", (from, to: string) => D.link(from, to)),
-    unlinkSync: wrap("unlink", (p) => D.removeSync(p)),
-    unlink: wrapAsync("unlink", (p) => D.remove(p)),
+    // Deno.remove() would also remove an empty directory: node:fs's unlink
+    // is unlink(2) in Deno too.
+    unlinkSync: wrap("unlink", (p) => fs.unlinkSync(p)),
+    unlink: wrapAsync("unlink", (p) => fs.promises.unlink(p)),
     mkdirSync: wrap("mkdir", (p, recursive: boolean) => D.mkdirSync(p, { recursive })),
     mkdir: wrapAsync("mkdir", (p, recursive: boolean) => D.mkdir(p, { recursive })),
     readDirSync: wrap("readdir", (p) => Array.from(D.readDirSync(p), (e) => e.name)),
@@ -434,7 +435,7 @@ function denoRuntime(): Runtime {
   };
 }
 
-function nodeRuntime(name: "bun" | "node"): Runtime {
+function nodeRuntime(name: "bun" | "node"): Impl {
   const C = fs.constants;
   const flagBits = (f: OpenFlags): number =>
     (f.read && (f.write || f.append) ? C.O_RDWR : f.write || f.append ? C.O_WRONLY : C.O_RDONLY) |
@@ -521,25 +522,18 @@ function nodeRuntime(name: "bun" | "node"): Runtime {
     tryLockSync(f, exclusive) {
       const errno = flockSync(f.fd, op(exclusive) | LOCK_NB);
       if (errno === 0) return true;
-      if (errno === (os.constants.errno.EWOULDBLOCK ?? os.constants.errno.EAGAIN)) return false;
+      if (errno === getNative().EWOULDBLOCK) return false;
       throw flockError(errno, f.path);
     },
     lockSync(f, exclusive) {
       const errno = flockSync(f.fd, op(exclusive));
       if (errno !== 0) throw flockError(errno, f.path);
     },
-    lock(f, exclusive, signal) {
-      const onAbandon = () => {
+    startWait(f, exclusive) {
+      return flockWait(f.fd, op(exclusive), (errno) => flockError(errno, f.path), () => {
         flockSync(f.fd, LOCK_UN);
-        fs.close(f.fd, () => {});
-      };
-      return flockWait(
-        f.fd,
-        op(exclusive),
-        (errno) => flockError(errno, f.path),
-        signal,
-        onAbandon,
-      );
+        fs.closeSync(f.fd);
+      });
     },
     unlockSync(f) {
       const errno = flockSync(f.fd, LOCK_UN);
@@ -601,8 +595,86 @@ function nodeRuntime(name: "bun" | "node"): Runtime {
   };
 }
 
+/** What each runtime supplies; `lock` is built on `startWait` below. */
+type Impl = Omit<Runtime, "lock"> & {
+  /** Starts a blocking lock call that does not block the JavaScript thread. */
+  startWait(f: RawFile, exclusive: boolean): BlockedWait;
+};
+
+// A given-up wait stays blocked in the kernel until the holder lets go, on
+// a thread of its own. So that a caller retrying with short timeouts does
+// not pile up one such thread per try, later waits on the same file wait
+// for the given-up one to return (and drop its lock) instead of starting
+// another; then they try again.
+const abandoned = new Map<string, Promise<void>>();
+
+function untilAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    if (signal.aborted) return abort();
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
+}
+
+async function lockAbandonable(
+  impl: Impl,
+  f: RawFile,
+  exclusive: boolean,
+  signal: AbortSignal,
+): Promise<void> {
+  const gaveUp = (reason: unknown) => {
+    impl.closeSync(f);
+    return reason;
+  };
+  if (signal.aborted) throw gaveUp(signal.reason);
+  const { dev, ino } = impl.fstatSync(f);
+  const key = `${dev}:${ino}`;
+  for (let earlier = abandoned.get(key); earlier; earlier = abandoned.get(key)) {
+    try {
+      await untilAbort(earlier, signal);
+    } catch (reason) {
+      throw gaveUp(reason);
+    }
+    if (impl.tryLockSync(f, exclusive)) return;
+  }
+  const wait = impl.startWait(f, exclusive);
+  try {
+    await untilAbort(wait.granted, signal);
+  } catch (reason) {
+    if (!signal.aborted || reason !== signal.reason) throw reason;
+    const dropped = wait.abandon();
+    if (dropped === undefined) {
+      // The call returned just before the abort: this side owns the lock.
+      try {
+        impl.unlockSync(f);
+      } finally {
+        impl.closeSync(f);
+      }
+    } else {
+      abandoned.set(key, dropped);
+      void dropped.then(() => {
+        if (abandoned.get(key) === dropped) abandoned.delete(key);
+      });
+    }
+    throw reason;
+  }
+}
+
+function withLock(impl: Impl): Runtime {
+  return {
+    ...impl,
+    lock(f, exclusive, signal) {
+      if (signal) return lockAbandonable(impl, f, exclusive, signal);
+      return impl.startWait(f, exclusive).granted;
+    },
+  };
+}
+
 /** The running runtime's name. */
 export const runtimeName: RuntimeName = detect();
 
 /** The running runtime's operations, chosen once. */
-export const rt: Runtime = runtimeName === "deno" ? denoRuntime() : nodeRuntime(runtimeName);
+export const rt: Runtime = withLock(
+  runtimeName === "deno" ? denoRuntime() : nodeRuntime(runtimeName),
+);

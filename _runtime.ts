@@ -220,6 +220,12 @@ export interface Runtime {
   fsyncDir(path: string): Promise<void>;
   /** Wraps a file that the runtime itself handed out, or returns undefined. */
   adopt(value: unknown): RawFile | undefined;
+  /**
+   * The pids that hold a flock lock on the open file's inode, read from
+   * Linux's /proc/locks without taking any lock; undefined where there is
+   * no /proc/locks.
+   */
+  flockHolders(f: RawFile): number[] | undefined;
 }
 
 function infoFromNode(s: fs.Stats): FileInfo {
@@ -595,8 +601,34 @@ function nodeRuntime(name: "bun" | "node"): Impl {
   };
 }
 
+// /proc/locks names a file by its device, as "major:minor" in hex, and its
+// inode; the kernel packs major and minor into st_dev as below. Lines with
+// "->" are waiters, not holders.
+function flockHoldersOf(info: FileInfo): number[] | undefined {
+  let table: string;
+  try {
+    table = fs.readFileSync("/proc/locks", "utf8");
+  } catch {
+    return undefined;
+  }
+  const dev = BigInt(info.dev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const pids: number[] = [];
+  for (const line of table.split("\n")) {
+    const m = /^\d+: FLOCK +\S+ +\S+ +(-?\d+) +([0-9a-f]+):([0-9a-f]+):(\d+) /.exec(line);
+    if (
+      m && BigInt(`0x${m[2]}`) === major && BigInt(`0x${m[3]}`) === minor &&
+      Number(m[4]) === info.ino
+    ) {
+      pids.push(Number(m[1]));
+    }
+  }
+  return pids;
+}
+
 /** What each runtime supplies; `lock` is built on `startWait` below. */
-type Impl = Omit<Runtime, "lock"> & {
+type Impl = Omit<Runtime, "lock" | "flockHolders"> & {
   /** Starts a blocking lock call that does not block the JavaScript thread. */
   startWait(f: RawFile, exclusive: boolean): BlockedWait;
 };
@@ -664,6 +696,7 @@ async function lockAbandonable(
 function withLock(impl: Impl): Runtime {
   return {
     ...impl,
+    flockHolders: (f) => flockHoldersOf(impl.fstatSync(f)),
     lock(f, exclusive, signal) {
       if (signal) return lockAbandonable(impl, f, exclusive, signal);
       return impl.startWait(f, exclusive).granted;

@@ -426,10 +426,11 @@ export interface LockFileInfo extends LockHolder {
  * Looks at a lock file without taking it: whether it is locked at this
  * moment, and the content its last holder wrote, with the pid and hostname
  * found in it (by `contentTemplate`, or a number at its start). This is a
- * snapshot: the answer can be out of date as soon as it returns. To find
- * out, it takes a shared lock on its own descriptor for a moment and lets go
- * at once; a `LockFile` attempt that falls in that moment retries once, but
- * other flock users may be refused. It never creates or writes the file.
+ * snapshot: the answer can be out of date as soon as it returns. On Linux
+ * it reads `/proc/locks` and takes no lock at all. Elsewhere it takes a
+ * shared lock on its own descriptor for a moment and lets go at once; a
+ * `LockFile` attempt that falls in that moment retries once, but other flock
+ * users may be refused. It never creates or writes the file.
  *
  * @param path The lock file.
  * @param options The template the holder used, to read its pid and hostname.
@@ -469,8 +470,11 @@ export function readLockFile(path: string, options: LockFileOptions = {}): LockF
   const template = parseTemplate(options.contentTemplate ?? DEFAULT_TEMPLATE);
   const f = rt.openSync(checkPath(path, "Cannot read lock file"), { read: true });
   try {
-    const locked = !rt.tryLockSync(f, false);
-    if (!locked) rt.unlockSync(f);
+    // /proc/locks answers without locking; the fallback, a shared probe
+    // dropped at once, can make a LockFile taken at that instant fail.
+    const holders = rt.flockHolders(f);
+    const locked = holders ? holders.length > 0 : !rt.tryLockSync(f, false);
+    if (!holders && !locked) rt.unlockSync(f);
     const content = readContent(f);
     return { locked, ...parseHolder(content, template), content };
   } finally {

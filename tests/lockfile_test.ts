@@ -438,3 +438,28 @@ test("LockFile and a zc.lockfile-style Python process refuse each other", {
     await contender.end();
   }
 });
+
+test(
+  "readLockFile() takes no lock where /proc/locks tells who holds one",
+  { skip: !existsSync("/proc/locks") && "no /proc/locks" },
+  () => {
+    using dir = tempDir();
+    const path = join(dir.path, "quiet.lock");
+    const holder = new LockFile(path);
+    const original = rt.tryLockSync;
+    let tries = 0;
+    rt.tryLockSync = (f, exclusive) => {
+      tries++;
+      return original(f, exclusive);
+    };
+    try {
+      assert.equal(readLockFile(path).locked, true);
+      holder.close();
+      assert.equal(readLockFile(path).locked, false);
+      assert.equal(tries, 0);
+    } finally {
+      rt.tryLockSync = original;
+      holder.close();
+    }
+  },
+);

@@ -1152,7 +1152,8 @@ export class FileStore {
    * period.
    * @returns An async iterable of paths.
    * @throws {TypeError} When `area` is not one of the three.
-   * @throws {RangeError} When `interval` is not a positive number.
+   * @throws {RangeError} When `interval` is not a positive number of at most
+   * 107374182 ms (a twentieth of the longest timer).
    * @throws {NotFound} When the store is not prepared (on the first `next()`).
    *
    * @example Usage
@@ -1181,9 +1182,13 @@ export class FileStore {
   watch(area: Area, options?: WatchOptions): AsyncIterableIterator<string> {
     checkArea(area, "watch", "area");
     const interval = options?.interval ?? 250;
-    if (typeof interval !== "number" || !(interval > 0)) {
+    // Timers take at most 2^31-1 ms (and fire at once above it), and the
+    // slow reading runs every 20 intervals.
+    if (typeof interval !== "number" || !(interval > 0 && interval * 20 <= 2 ** 31 - 1)) {
       throw new RangeError(
-        `Cannot watch: interval must be a number of milliseconds > 0, got ${quote(interval)}`,
+        `Cannot watch: interval must be a number of milliseconds > 0 and at most 107374182, got ${
+          quote(interval)
+        }`,
       );
     }
     return this.#watch(area, interval, options?.signal);

@@ -326,6 +326,13 @@ describe("FileStore", () => {
     assert.equal(count, 1);
   });
 
+  test("watch() refuses an interval that no timer can wait for", () => {
+    const store = new FileStore("/nonexistent/store");
+    for (const interval of [0, -1, NaN, 2 ** 27, Infinity]) {
+      assert.throws(() => store.watch("new", { interval }), RangeError, String(interval));
+    }
+  });
+
   test("watch() reports a file once however often it changes", async () => {
     using tmp = tempDir();
     const store = new FileStore(tmp.path);

@@ -237,6 +237,11 @@ function* unlinkQuietly(path: string): Steps<void> {
   } catch { /* already gone, or the first error is the one to report */ }
 }
 
+function booleanOption(value: unknown, name: string, what: string): boolean | undefined {
+  if (value === undefined || typeof value === "boolean") return value;
+  throw new TypeError(`Cannot ${what}: ${name} must be a boolean, got ${quote(value)}`);
+}
+
 function quote(value: unknown): string {
   if (typeof value === "string") return `'${value}'`;
   // An object whose toString is not callable would throw from String().
@@ -1007,7 +1012,7 @@ export class FileStore {
 
   *#put(data: string | Uint8Array, options: PutOptions | undefined): Steps<string> {
     const bytes = toBytes(data, "put");
-    const sync = options?.sync ?? true;
+    const sync = booleanOption(options?.sync, "sync", "put") ?? true;
     const name = uniqueName();
     const staging = this.#in("tmp", name);
     const file = yield* open(staging, {
@@ -1112,7 +1117,7 @@ export class FileStore {
 
   *#claim(options: ClaimOptions | undefined): Steps<string | null> {
     let fresh = false;
-    if (options?.rescan) this.#backlog = [];
+    if (booleanOption(options?.rescan, "rescan", "claim")) this.#backlog = [];
     for (;;) {
       if (this.#next >= this.#backlog.length) {
         if (fresh) break;

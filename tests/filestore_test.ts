@@ -326,6 +326,19 @@ describe("FileStore", () => {
     assert.equal(count, 1);
   });
 
+  test("put() and claim() refuse options that are not booleans, before touching the disk", async () => {
+    using tmp = tempDir();
+    const store = new FileStore(tmp.path);
+    await store.prepare();
+    const bad = { sync: "no" } as unknown as { sync: boolean };
+    await assert.rejects(store.put("x", bad), /sync must be a boolean, got 'no'/);
+    assert.throws(() => store.putSync("x", bad), TypeError);
+    assert.deepEqual(await store.list("tmp"), []);
+    assert.deepEqual(await store.list("new"), []);
+    const rescan = { rescan: 1 } as unknown as { rescan: boolean };
+    await assert.rejects(store.claim(rescan), /rescan must be a boolean, got 1/);
+  });
+
   test("watch() refuses an interval that no timer can wait for", () => {
     const store = new FileStore("/nonexistent/store");
     for (const interval of [0, -1, NaN, 2 ** 27, Infinity]) {

@@ -48,7 +48,8 @@ export interface Figures {
   notes: string[];
 }
 
-function figures(scenario: string): Figures {
+/** Empty figures for a scenario. */
+export function figures(scenario: string): Figures {
   return {
     scenario,
     processes: 0,

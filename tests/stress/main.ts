@@ -10,6 +10,7 @@ import {
   canMountTmpfs,
   exactlyOnce,
   type Figures,
+  figures,
   fullDisk,
   holders,
   killedConsumer,
@@ -85,17 +86,7 @@ await scenario("killed consumer", (d) => killedConsumer(d, LONG.consumerKills));
 await scenario("exactly once", (d) => exactlyOnce(d, LONG.messages, LONG.consumers));
 await scenario("full disk", async (d) => {
   if (canMountTmpfs(d)) return await fullDisk(d);
-  const f: Figures = {
-    scenario: "full disk (skipped: cannot mount a tmpfs)",
-    processes: 0,
-    operations: 0,
-    kills: 0,
-    inputs: 0,
-    losses: 0,
-    violations: [],
-    notes: [],
-  };
-  return f;
+  return figures("full disk (skipped: cannot mount a tmpfs)");
 });
 for (
   const name of [

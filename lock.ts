@@ -214,6 +214,7 @@ function refusal(path: string, holderPid?: number, waited?: number): AlreadyLock
  * `UNBLOCK` to unlock.
  * @returns A promise that resolves once the lock is held (or released).
  * @throws {AlreadyLocked} `NON_BLOCKING` and somebody holds a conflicting lock.
+ * @throws {FsError} The underlying `flock(2)` call failed (a bad descriptor, no lock resources).
  * @throws {TypeError} `file` is not an open file, or `flags` is not a number.
  * @throws {RangeError} `flags` is not a valid combination.
  *
@@ -260,6 +261,7 @@ export async function lock(file: LockTarget, flags: number): Promise<void> {
  * @param flags `EXCLUSIVE` or `SHARED`, optionally with `NON_BLOCKING`; or
  * `UNBLOCK` to unlock.
  * @throws {AlreadyLocked} `NON_BLOCKING` and somebody holds a conflicting lock.
+ * @throws {FsError} The underlying `flock(2)` call failed (a bad descriptor, no lock resources).
  * @throws {TypeError} `file` is not an open file, or `flags` is not a number.
  * @throws {RangeError} `flags` is not a valid combination.
  *
@@ -305,28 +307,29 @@ export function lockSync(file: LockTarget, flags: number): void {
  *
  * @example Usage
  * ```ts
- * import { lock, LockFlags, unlock } from "@filestore/filestore";
+ * import { AlreadyLocked, lock, LockFlags, unlock } from "@filestore/filestore";
+ * import assert from "node:assert/strict";
  * import { mkdtempSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
  *
  * const dir = mkdtempSync(join(tmpdir(), "unlock-"));
  * try {
- *   using file = await Deno.open(join(dir, "a.lock"), { create: true, write: true });
+ *   const path = join(dir, "a.lock");
+ *   using file = await Deno.open(path, { create: true, write: true });
+ *   using other = await Deno.open(path, { write: true });
+ *   const tryOther = () => lock(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
  *   await lock(file, LockFlags.EXCLUSIVE);
+ *   await assert.rejects(tryOther(), AlreadyLocked);
  *   await unlock(file);
+ *   await assert.doesNotReject(tryOther());
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
  * ```
  */
 export function unlock(file: LockTarget): Promise<void> {
-  try {
-    rt.unlockSync(targetOf(file, "unlock"));
-    return Promise.resolve();
-  } catch (e) {
-    return Promise.reject(e);
-  }
+  return settled(() => rt.unlockSync(targetOf(file, "unlock")));
 }
 
 /**
@@ -338,16 +341,22 @@ export function unlock(file: LockTarget): Promise<void> {
  *
  * @example Usage
  * ```ts
- * import { LockFlags, lockSync, unlockSync } from "@filestore/filestore";
+ * import { AlreadyLocked, LockFlags, lockSync, unlockSync } from "@filestore/filestore";
+ * import assert from "node:assert/strict";
  * import { mkdtempSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
  *
  * const dir = mkdtempSync(join(tmpdir(), "unlock-sync-"));
  * try {
- *   using file = Deno.openSync(join(dir, "a.lock"), { create: true, write: true });
+ *   const path = join(dir, "a.lock");
+ *   using file = Deno.openSync(path, { create: true, write: true });
+ *   using other = Deno.openSync(path, { write: true });
+ *   const tryOther = () => lockSync(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
  *   lockSync(file, LockFlags.EXCLUSIVE);
+ *   assert.throws(tryOther, AlreadyLocked);
  *   unlockSync(file);
+ *   assert.doesNotThrow(tryOther);
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
@@ -472,6 +481,17 @@ function settingsOf(base: Settings, o: AcquireOptions | undefined, what: string)
   return s;
 }
 
+// Runs a synchronous step as a promise: its throw becomes a rejection.
+// (Promise.try would do, but Node 22 does not have it.)
+function settled(step: () => void): Promise<void> {
+  try {
+    step();
+    return Promise.resolve();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 function checkPath(path: unknown, what: string): string {
   if (typeof path !== "string" || path === "") {
     throw new TypeError(`${what}: 'path' must be a non-empty string, got ${show(path)}`);
@@ -539,13 +559,56 @@ async function waitFor(
     await rt.lock(raw, exclusive, controller.signal);
     return "held";
   } catch (e) {
-    if (controller.signal.aborted) return outcome;
+    // The runtime layer closed `raw` only if it gave up for the abort.
+    if (controller.signal.aborted && e === controller.signal.reason) return outcome;
     closeQuietly(raw);
     throw e;
   } finally {
     cancel?.();
     signal?.removeEventListener("abort", onAbort);
   }
+}
+
+// Opens `path` and takes the lock if nobody holds a conflicting one; on
+// failure, the file is closed.
+function openAndTry(
+  path: string,
+  flags: OpenFlags,
+  exclusive: boolean,
+): { raw: RawFile; held: boolean } {
+  const raw = rt.openSync(path, flags);
+  try {
+    return { raw, held: rt.tryLockSync(raw, exclusive) };
+  } catch (e) {
+    closeQuietly(raw);
+    throw e;
+  }
+}
+
+// Joins another call's pending acquire under this call's own rules: it is
+// refused at once (failWhenLocked, timeout 0) or when its timeout runs out,
+// and rejects with its signal's reason when that aborts. The shared wait
+// goes on for the call that started it.
+function share<T>(
+  pending: Promise<T>,
+  s: Settings,
+  refuse: (waited?: number) => AlreadyLocked,
+): Promise<T> {
+  if (s.failWhenLocked || s.timeout === 0) return Promise.reject(refuse());
+  if (s.timeout === Infinity && s.signal === undefined) return pending;
+  return new Promise<T>((resolve, reject) => {
+    const settle = (fn: () => void) => {
+      cancel?.();
+      s.signal?.removeEventListener("abort", onAbort);
+      fn();
+    };
+    const onAbort = () => settle(() => reject(s.signal!.reason));
+    const cancel = s.timeout === Infinity
+      ? undefined
+      : after(s.timeout, () => settle(() => reject(refuse(s.timeout))));
+    s.signal?.addEventListener("abort", onAbort, { once: true });
+    pending.then((file) => settle(() => resolve(file)), (e) => settle(() => reject(e)));
+  });
 }
 
 // What sets the lock classes apart: how the file is opened, and what is
@@ -623,6 +686,41 @@ const pidKind: Kind = {
   },
 };
 
+// The file that a Lock or BoundedSemaphore instance holds locked; closing
+// its handle gives it up just as releasing does.
+class Held {
+  raw: RawFile | undefined;
+  file: OpenFile | undefined;
+
+  // Holds the locked `raw`: the handle that an acquire resolves to.
+  hold(raw: RawFile): OpenFile {
+    const file = wrapFile(raw, () => {
+      if (this.raw === raw) {
+        this.raw = undefined;
+        this.file = undefined;
+      }
+    });
+    this.raw = raw;
+    this.file = file;
+    return file;
+  }
+
+  // Unlocks and closes the held file, if any, after `leave` (while it is
+  // still locked); the file is closed even if that fails.
+  drop(leave?: (raw: RawFile) => void): void {
+    const { file, raw } = this;
+    if (file === undefined || raw === undefined) return;
+    this.file = undefined;
+    this.raw = undefined;
+    try {
+      leave?.(raw);
+      rt.unlockSync(raw);
+    } finally {
+      file.closeSync();
+    }
+  }
+}
+
 let setKind: (lock: Lock, kind: Kind) => void;
 
 /**
@@ -665,8 +763,7 @@ export class Lock implements AsyncDisposable, Disposable {
   #settings: Settings;
   #kind: Kind = plainKind;
   #name: string;
-  #file: OpenFile | undefined;
-  #raw: RawFile | undefined;
+  #held = new Held();
   #pending: Promise<OpenFile> | undefined;
 
   static {
@@ -713,14 +810,16 @@ export class Lock implements AsyncDisposable, Disposable {
 
   /** Whether this instance holds the lock now. */
   get locked(): boolean {
-    return this.#file !== undefined;
+    return this.#held.file !== undefined;
   }
 
   /**
    * Opens the file and locks it, waiting as the options say. While the
    * lock is held, another call resolves to the same handle; while one is
-   * pending, another call shares it. Closing the handle releases the lock
-   * just as {@link Lock.prototype.release} does.
+   * pending, another call shares its wait, yet keeps to its own
+   * `failWhenLocked`, `timeout` and `signal` (giving up leaves the shared
+   * wait going on). Closing the handle releases the lock just as
+   * {@link Lock.prototype.release} does.
    *
    * @param overrides Waiting rules for this call only.
    * @returns The open, locked file.
@@ -746,11 +845,11 @@ export class Lock implements AsyncDisposable, Disposable {
    *   await using holder = new Lock(path);
    *   assert.equal(await holder.acquire(), await holder.acquire());
    *   const waiter = new Lock(path);
-   *   const started = performance.now();
    *   await assert.rejects(waiter.acquire({ timeout: 50 }), AlreadyLocked);
-   *   assert.ok(performance.now() - started >= 45);
+   *   assert.equal(waiter.locked, false);
    *   await holder.release();
    *   await waiter.acquire({ timeout: 1000 });
+   *   assert.ok(waiter.locked);
    *   await waiter.release();
    * } finally {
    *   rmSync(dir, { recursive: true });
@@ -758,23 +857,19 @@ export class Lock implements AsyncDisposable, Disposable {
    * ```
    */
   async acquire(overrides?: AcquireOptions): Promise<OpenFile> {
-    if (this.#file !== undefined) return this.#file;
-    if (this.#pending !== undefined) return await this.#pending;
+    if (this.#held.file !== undefined) return this.#held.file;
     const s = settingsOf(this.#settings, overrides, `Cannot acquire ${this.#name}`);
     if (s.signal?.aborted) throw s.signal.reason;
-    const raw = rt.openSync(this.#path, this.#kind.flags(this.#mode));
-    let held: boolean;
-    try {
-      held = rt.tryLockSync(raw, this.#exclusive);
-    } catch (e) {
-      closeQuietly(raw);
-      throw e;
+    if (this.#pending !== undefined) {
+      return await share(
+        this.#pending,
+        s,
+        (waited) => refusal(this.#path, this.#kind.holder?.(this.#path), waited),
+      );
     }
-    if (held) {
-      const file = this.#take(raw);
-      if (file !== undefined) return file;
-    }
-    this.#pending = this.#wait(s, performance.now(), held ? undefined : raw);
+    const first = this.#attempt();
+    if (first instanceof OpenFile) return first;
+    this.#pending = this.#wait(s, performance.now(), first);
     try {
       return await this.#pending;
     } finally {
@@ -786,20 +881,10 @@ export class Lock implements AsyncDisposable, Disposable {
     for (;;) {
       // `raw` comes in open and contended; later rounds open afresh.
       if (raw === undefined) {
-        raw = rt.openSync(this.#path, this.#kind.flags(this.#mode));
-        let held: boolean;
-        try {
-          held = rt.tryLockSync(raw, this.#exclusive);
-        } catch (e) {
-          closeQuietly(raw);
-          throw e;
-        }
-        if (held) {
-          const file = this.#take(raw);
-          if (file !== undefined) return file;
-          raw = undefined;
-          continue;
-        }
+        const next = this.#attempt();
+        if (next === undefined) continue;
+        if (next instanceof OpenFile) return next;
+        raw = next;
       }
       const waited = performance.now() - start;
       if (s.failWhenLocked || s.timeout === 0 || waited >= s.timeout) {
@@ -817,6 +902,14 @@ export class Lock implements AsyncDisposable, Disposable {
     }
   }
 
+  // Opens the file and takes the lock if it is free: the handle if taken,
+  // the open file if somebody holds the lock, or undefined if the path no
+  // longer names the file it locked (try again).
+  #attempt(): OpenFile | RawFile | undefined {
+    const { raw, held } = openAndTry(this.#path, this.#kind.flags(this.#mode), this.#exclusive);
+    return held ? this.#take(raw) : raw;
+  }
+
   // Finishes an acquire on a locked `raw`: undefined (and `raw` closed) when
   // the path no longer names the locked file.
   #take(raw: RawFile): OpenFile | undefined {
@@ -830,15 +923,7 @@ export class Lock implements AsyncDisposable, Disposable {
       closeQuietly(raw);
       throw e;
     }
-    const file = wrapFile(raw, () => {
-      if (this.#raw === raw) {
-        this.#raw = undefined;
-        this.#file = undefined;
-      }
-    });
-    this.#raw = raw;
-    this.#file = file;
-    return file;
+    return this.#held.hold(raw);
   }
 
   /**
@@ -871,12 +956,7 @@ export class Lock implements AsyncDisposable, Disposable {
    * ```
    */
   release(): Promise<void> {
-    try {
-      this.#drop();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.#drop());
   }
 
   /**
@@ -909,17 +989,7 @@ export class Lock implements AsyncDisposable, Disposable {
   }
 
   #drop(): void {
-    const file = this.#file;
-    const raw = this.#raw;
-    if (file === undefined || raw === undefined) return;
-    this.#file = undefined;
-    this.#raw = undefined;
-    try {
-      this.#kind.leave?.(raw, this.#path);
-      rt.unlockSync(raw);
-    } finally {
-      file.closeSync();
-    }
+    this.#held.drop((raw) => this.#kind.leave?.(raw, this.#path));
   }
 
   /** Releases the lock, for `using`. */
@@ -929,12 +999,7 @@ export class Lock implements AsyncDisposable, Disposable {
 
   /** Releases the lock, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.#drop();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.#drop());
   }
 }
 
@@ -1036,12 +1101,7 @@ export class RLock extends Lock {
    * ```
    */
   override release(): Promise<void> {
-    try {
-      this.releaseSync();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.releaseSync());
   }
 
   /**
@@ -1188,14 +1248,18 @@ interface Slot {
   raw: RawFile;
 }
 
+const SLOT_FLAGS: OpenFlags = { read: true, write: true, create: true };
+
 /**
  * At most `maximum` holders at once, across processes: portalocker's
  * `BoundedSemaphore`, made of `maximum` lock files, one per slot, of which
  * a holder locks one. Acquirers start at a random slot, so that they do not
  * all contend for the first. A waiting acquirer blocks on one slot, so the
- * kernel hands it over as soon as that slot's holder lets go, and looks at
- * the others every `checkInterval` milliseconds. One instance holds at most
- * one slot.
+ * kernel hands it over as soon as that slot's holder lets go, and tries
+ * the others every `checkInterval` milliseconds, opening them one at a
+ * time: an acquirer has at most two files open, however large `maximum`
+ * is (each look at the others costs one open per slot). One instance holds
+ * at most one slot.
  *
  * @example Usage
  * ```ts
@@ -1226,8 +1290,7 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
   #directory: string;
   #settings: Settings;
   #class: string;
-  #file: OpenFile | undefined;
-  #raw: RawFile | undefined;
+  #held = new Held();
   #slot: number | undefined;
   #pending: Promise<OpenFile> | undefined;
 
@@ -1280,12 +1343,12 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
 
   /** Whether this instance holds a slot now. */
   get locked(): boolean {
-    return this.#file !== undefined;
+    return this.#held.file !== undefined;
   }
 
   /** The index of the slot this instance holds, or `undefined`. */
   get slot(): number | undefined {
-    return this.#file === undefined ? undefined : this.#slot;
+    return this.#held.file === undefined ? undefined : this.#slot;
   }
 
   /**
@@ -1316,38 +1379,27 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
   }
 
   #open(index: number): RawFile {
-    return rt.openSync(this.pathOf(index), { read: true, write: true, create: true });
+    return rt.openSync(this.pathOf(index), SLOT_FLAGS);
   }
 
   // Locks slot `index` if it is free; the open file if so.
   #try(index: number): RawFile | undefined {
-    const raw = this.#open(index);
-    try {
-      if (rt.tryLockSync(raw, true)) return raw;
-    } catch (e) {
-      closeQuietly(raw);
-      throw e;
-    }
+    const { raw, held } = openAndTry(this.pathOf(index), SLOT_FLAGS, true);
+    if (held) return raw;
     rt.closeSync(raw);
     return undefined;
   }
 
   #take(raw: RawFile, index: number): OpenFile {
-    const file = wrapFile(raw, () => {
-      if (this.#raw === raw) {
-        this.#raw = undefined;
-        this.#file = undefined;
-      }
-    });
-    this.#raw = raw;
-    this.#file = file;
     this.#slot = index;
-    return file;
+    return this.#held.hold(raw);
   }
 
   /**
    * Takes a free slot, waiting for one as the options say. While a slot is
-   * held, another call resolves to the same handle.
+   * held, another call resolves to the same handle; while one is pending,
+   * another call shares its wait, yet keeps to its own `failWhenLocked`,
+   * `timeout` and `signal`.
    *
    * @param overrides Waiting rules for this call only.
    * @returns The open, locked slot file.
@@ -1382,10 +1434,12 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
    * ```
    */
   async acquire(overrides?: AcquireOptions): Promise<OpenFile> {
-    if (this.#file !== undefined) return this.#file;
-    if (this.#pending !== undefined) return await this.#pending;
+    if (this.#held.file !== undefined) return this.#held.file;
     const s = settingsOf(this.#settings, overrides, `Cannot acquire ${this.#class}`);
     if (s.signal?.aborted) throw s.signal.reason;
+    if (this.#pending !== undefined) {
+      return await share(this.#pending, s, (waited) => this.#refusal(waited));
+    }
     const n = this.#maximum;
     const first = Math.floor(Math.random() * n);
     for (let i = 0; i < n; i++) {
@@ -1409,28 +1463,18 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
     );
   }
 
-  // Blocks on slot `first` and looks at the others every checkInterval.
+  // Blocks on slot `first` and tries the others every checkInterval, opening
+  // one at a time, so that a wait holds two files open at most.
   async #wait(s: Settings, start: number, first: number): Promise<OpenFile> {
     const n = this.#maximum;
-    const others: Slot[] = [];
     const blockedRaw = this.#open(first);
-    try {
-      for (let i = 1; i < n; i++) {
-        const index = (first + i) % n;
-        others.push({ index, raw: this.#open(index) });
-      }
-    } catch (e) {
-      closeQuietly(blockedRaw);
-      for (const o of others) closeQuietly(o.raw);
-      throw e;
-    }
     const controller = new AbortController();
     const signal = s.signal === undefined
       ? controller.signal
       : AbortSignal.any([controller.signal, s.signal]);
     const left = Math.max(0, s.timeout - (performance.now() - start));
     const blocked = waitFor(blockedRaw, true, left, signal);
-    let settled = others.length === 0;
+    let settled = n === 1;
     let won: Slot | undefined;
     try {
       while (!settled) {
@@ -1443,7 +1487,11 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
           settled = true;
           break;
         }
-        won = others.find((o) => rt.tryLockSync(o.raw, true));
+        for (let i = 1; i < n && won === undefined; i++) {
+          const index = (first + i) % n;
+          const raw = this.#try(index);
+          if (raw !== undefined) won = { index, raw };
+        }
         if (won !== undefined) break;
       }
     } catch (e) {
@@ -1451,8 +1499,6 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
       // A slot granted just before the abort must not stay held.
       blocked.then((o) => o === "held" && closeQuietly(blockedRaw), () => {});
       throw e;
-    } finally {
-      for (const o of others) if (o !== won) closeQuietly(o.raw);
     }
     if (!settled) controller.abort();
     const outcome = await blocked;
@@ -1492,12 +1538,7 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
    * ```
    */
   release(): Promise<void> {
-    try {
-      this.releaseSync();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.releaseSync());
   }
 
   /**
@@ -1525,16 +1566,7 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
    * ```
    */
   releaseSync(): void {
-    const file = this.#file;
-    const raw = this.#raw;
-    if (file === undefined || raw === undefined) return;
-    this.#file = undefined;
-    this.#raw = undefined;
-    try {
-      rt.unlockSync(raw);
-    } finally {
-      file.closeSync();
-    }
+    this.#held.drop();
   }
 
   /** Releases the slot, for `using`. */
@@ -1544,12 +1576,7 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
 
   /** Releases the slot, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.releaseSync();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.releaseSync());
   }
 }
 
@@ -1655,6 +1682,9 @@ function removeQuietly(path: string): void {
  * published under `path` with a hard link, which never replaces an
  * existing file, and the temporary name removed. If `write` throws, or
  * `path` exists, nothing is left behind. The handle is closed for you.
+ * It can throw after the file was already published: if removing the
+ * temporary name or flushing the directory fails, `path` holds the whole
+ * new file (and the temporary name may remain), yet the call rejects.
  *
  * @typeParam T What `write` returns.
  * @param path The file to create.
@@ -1663,6 +1693,8 @@ function removeQuietly(path: string): void {
  * @returns What `write` returned, once the file is published.
  * @throws {AlreadyExists} `path` exists; it is left as it was.
  * @throws {NotFound} The directory does not exist.
+ * @throws {FsError} Writing, flushing or linking failed; or, after the file
+ * was published, removing the temporary name or flushing the directory.
  * @throws {TypeError} `path` is not a non-empty string or `write` not a function.
  * @throws {RangeError} `mode` is not permission bits.
  *

@@ -255,6 +255,69 @@ test("Lock.acquire() is handed the lock when an in-process holder releases it", 
   await waiter.release();
 });
 
+// `promise` itself, once settled; fails instead of hanging if it is still
+// pending after 2 s.
+async function soon<T>(promise: Promise<T>): Promise<T> {
+  assert.equal(await pendingAfter(promise, 2000), false, "still pending after 2000 ms");
+  return await promise;
+}
+
+test("A second acquire() while one is pending keeps its own failWhenLocked, timeout and signal", async () => {
+  using dir = tempDir();
+  const path = join(dir.path, "a.lock");
+  const holder = new Lock(path);
+  await holder.acquire();
+  const waiter = new Lock(path);
+  const waiting = waiter.acquire();
+  assert.ok(await pendingAfter(waiting, 30));
+  await assert.rejects(soon(waiter.acquire({ failWhenLocked: true })), isRefusal);
+  await assert.rejects(soon(waiter.acquire({ timeout: 0 })), isRefusal);
+  await assert.rejects(soon(waiter.acquire({ timeout: 50 })), isRefusal);
+  const controller = new AbortController();
+  const aborted = waiter.acquire({ signal: controller.signal });
+  assert.ok(await pendingAfter(aborted, 30));
+  const reason = new Error("no longer needed");
+  controller.abort(reason);
+  await assert.rejects(soon(aborted), (e) => e === reason);
+  await assert.rejects(
+    soon(waiter.acquire({ timeout: 50, signal: AbortSignal.abort(reason) })),
+    (e) => e === reason,
+  );
+  // The first caller's wait goes on, and gets the lock.
+  assert.ok(await pendingAfter(waiting, 30));
+  assert.equal(waiter.locked, false);
+  const patient = waiter.acquire({ timeout: 60_000 });
+  await holder.release();
+  const file = await waiting;
+  assert.equal(await patient, file);
+  await waiter.release();
+});
+
+test("A second BoundedSemaphore.acquire() while one is pending keeps its own options", async () => {
+  using dir = tempDir();
+  const options = { name: "s", directory: dir.path };
+  const holder = new BoundedSemaphore(1, options);
+  await holder.acquire();
+  const waiter = new BoundedSemaphore(1, options);
+  const waiting = waiter.acquire();
+  assert.ok(await pendingAfter(waiting, 30));
+  await assert.rejects(soon(waiter.acquire({ failWhenLocked: true })), isRefusal);
+  await assert.rejects(soon(waiter.acquire({ timeout: 0 })), isRefusal);
+  await assert.rejects(
+    soon(waiter.acquire({ timeout: 50, signal: AbortSignal.timeout(60_000) })),
+    isRefusal,
+  );
+  const controller = new AbortController();
+  const aborted = waiter.acquire({ signal: controller.signal });
+  controller.abort(new Error("stop"));
+  await assert.rejects(soon(aborted), { message: "stop" });
+  assert.ok(await pendingAfter(waiting, 30));
+  await holder.release();
+  const file = await waiting;
+  assert.equal(waiter.slot, 0);
+  await file.close();
+});
+
 test("An AbortSignal cancels a wait, and the lock is not held afterwards", async () => {
   using dir = tempDir();
   const path = join(dir.path, "a.lock");

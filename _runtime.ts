@@ -20,6 +20,7 @@ import {
   LOCK_NB,
   LOCK_SH,
   LOCK_UN,
+  warmWaiter,
 } from "./_flock.ts";
 
 /** Which runtime runs this code. */
@@ -191,6 +192,8 @@ export interface Runtime {
   tryLockSync(f: RawFile, exclusive: boolean): boolean;
   /** Blocks the thread until the lock is held. */
   lockSync(f: RawFile, exclusive: boolean): void;
+  /** Readies what a later `lock()` wait needs, ahead of need; cheap to call again. */
+  prepareWait(): void;
   /**
    * Waits without blocking the thread until the lock is held. If `signal`
    * aborts first, the promise rejects with its reason, and `f` is closed
@@ -372,6 +375,8 @@ function denoRuntime(): Impl {
         throw mapError(e, "lock", f.path);
       }
     },
+    // Deno waits on its own blocking pool, which needs no preparing.
+    prepareWait() {},
     startWait(f, exclusive) {
       const granted = file(f).lock(exclusive).catch((e) =>
         Promise.reject(mapError(e, "lock", f.path))
@@ -535,6 +540,7 @@ function nodeRuntime(name: "bun" | "node"): Impl {
       const errno = flockSync(f.fd, op(exclusive));
       if (errno !== 0) throw flockError(errno, f.path);
     },
+    prepareWait: warmWaiter,
     startWait(f, exclusive) {
       return flockWait(f.fd, op(exclusive), (errno) => flockError(errno, f.path), () => {
         flockSync(f.fd, LOCK_UN);

@@ -801,6 +801,9 @@ export class Lock implements AsyncDisposable, Disposable {
       );
     }
     this.#exclusive = !shared;
+    // A lock that may wait gets its waiter thread (Bun, Node) started now,
+    // in the background, rather than at its first contended acquire.
+    if (!this.#settings.failWhenLocked && this.#settings.timeout !== 0) rt.prepareWait();
   }
 
   /** The locked file's path. */

@@ -787,7 +787,7 @@ export class Lock implements AsyncDisposable, Disposable {
     this.#path = checkPath(path, what);
     this.#settings = settingsOf(DEFAULTS, options, what);
     const mode = options.mode ?? "a";
-    if (!Object.hasOwn(OPEN_FLAGS, mode)) {
+    if (typeof mode !== "string" || !Object.hasOwn(OPEN_FLAGS, mode)) {
       throw new RangeError(`${what}: 'mode' must be "a", "w" or "r+", got ${show(mode)}`);
     }
     this.#mode = mode;

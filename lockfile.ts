@@ -215,7 +215,7 @@ function checkPath(path: unknown, what: string): string {
   if (typeof path !== "string" || path === "" || path.includes("\0")) {
     throw new TypeError(
       `${what}: 'path' must be a non-empty string without NUL, got ${
-        typeof path === "string" ? JSON.stringify(path) : String(path)
+        typeof path === "string" ? JSON.stringify(path) : typeof path
       }`,
     );
   }

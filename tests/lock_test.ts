@@ -763,3 +763,12 @@ test("flock(1) sees our locks, and we see its locks", async () => {
     shell.kill();
   }
 });
+
+test("Lock names 'mode' for a value that cannot even be turned into a string", () => {
+  const mode = { toString: [] } as unknown as "a";
+  assert.throws(() => new Lock("/tmp/never-created.lock", { mode }), (e) => {
+    assert.ok(e instanceof RangeError);
+    assert.match(e.message, /'mode' must be "a", "w" or "r\+", got Object/);
+    return true;
+  });
+});

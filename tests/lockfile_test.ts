@@ -463,3 +463,11 @@ test(
     }
   },
 );
+
+test("LockFile names 'path' for a value that cannot even be turned into a string", () => {
+  const path = { toString: [] } as unknown as string;
+  assert.throws(
+    () => new LockFile(path),
+    /'path' must be a non-empty string without NUL, got object/,
+  );
+});

@@ -201,8 +201,12 @@ export class OpenFile implements AsyncDisposable, Disposable {
 
   /** Closes the file, and so drops any lock held through it. Calling it again does nothing. */
   close(): Promise<void> {
-    this.closeSync();
-    return Promise.resolve();
+    try {
+      this.closeSync();
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** Closes the file: for `using`. */

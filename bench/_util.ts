@@ -137,16 +137,18 @@ export interface Child {
   readonly exited: Promise<number>;
 }
 
-/** Starts a bench script under the running runtime. */
-export function startChild(script: string, scriptArgs: string[]): Child {
-  const [bin, argv] = selfCommand(script, scriptArgs);
-  const child = spawn(bin, argv, { stdio: ["pipe", "pipe", "inherit"] });
+// The lines of a text stream, one per call of the function it returns;
+// once the stream has ended, each call gets `last()`.
+function lineReader(
+  stream: NodeJS.ReadableStream,
+  last: () => string,
+): { next: () => Promise<string>; end: () => void } {
   const queue: string[] = [];
   const takers: ((line: string) => void)[] = [];
   let partial = "";
   let ended = false;
-  child.stdout!.setEncoding("utf8");
-  child.stdout!.on("data", (chunk: string) => {
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
     partial += chunk;
     const lines = partial.split("\n");
     partial = lines.pop()!;
@@ -156,48 +158,45 @@ export function startChild(script: string, scriptArgs: string[]): Child {
       else queue.push(line);
     }
   });
+  const end = () => {
+    ended = true;
+    for (const take of takers.splice(0)) take(last());
+  };
+  return {
+    next() {
+      const line = queue.shift();
+      if (line !== undefined) return Promise.resolve(line);
+      if (ended) return Promise.resolve(last());
+      return new Promise((resolve) => takers.push(resolve));
+    },
+    end,
+  };
+}
+
+/** Starts a bench script under the running runtime. */
+export function startChild(script: string, scriptArgs: string[]): Child {
+  const [bin, argv] = selfCommand(script, scriptArgs);
+  const child = spawn(bin, argv, { stdio: ["pipe", "pipe", "inherit"] });
+  let code: number | null = null;
+  const lines = lineReader(child.stdout!, () => code === null ? "exit" : `exit ${code}`);
   const exited = new Promise<number>((resolve) =>
-    child.on("exit", (code) => {
-      ended = true;
-      for (const take of takers.splice(0)) take(`exit ${code}`);
-      resolve(code ?? -1);
+    child.on("exit", (exitCode) => {
+      code = exitCode;
+      lines.end();
+      resolve(exitCode ?? -1);
     })
   );
   return {
     process: child,
     exited,
-    next() {
-      const line = queue.shift();
-      if (line !== undefined) return Promise.resolve(line);
-      if (ended) return Promise.resolve("exit");
-      return new Promise((resolve) => takers.push(resolve));
-    },
+    next: lines.next,
     send: (line) => void child.stdin!.write(line + "\n"),
   };
 }
 
 /** Lines of this process's standard input, one at a time. */
 export function stdinLines(): () => Promise<string> {
-  const queue: string[] = [];
-  const takers: ((line: string) => void)[] = [];
-  let partial = "";
-  process.stdin.setEncoding("utf8");
-  process.stdin.on("data", (chunk: string) => {
-    partial += chunk;
-    const lines = partial.split("\n");
-    partial = lines.pop()!;
-    for (const line of lines) {
-      const take = takers.shift();
-      if (take) take(line);
-      else queue.push(line);
-    }
-  });
-  process.stdin.on("end", () => {
-    for (const take of takers.splice(0)) take("");
-  });
-  return () => {
-    const line = queue.shift();
-    if (line !== undefined) return Promise.resolve(line);
-    return new Promise((resolve) => takers.push(resolve));
-  };
+  const lines = lineReader(process.stdin, () => "");
+  process.stdin.on("end", lines.end);
+  return lines.next;
 }

@@ -717,6 +717,13 @@ function withLock(impl: Impl): Runtime {
   };
 }
 
+/** Closes `f`, ignoring a failure: for error paths, where the first error is the one to report. */
+export function closeQuietly(f: RawFile): void {
+  try {
+    rt.closeSync(f);
+  } catch { /* the error that got us here matters more */ }
+}
+
 /** The running runtime's name. */
 export const runtimeName: RuntimeName = detect();
 

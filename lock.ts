@@ -34,7 +34,7 @@ import type { FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileOf, OpenFile, wrapFile } from "./_file.ts";
-import { type OpenFlags, type RawFile, rt } from "./_runtime.ts";
+import { closeQuietly, type OpenFlags, type RawFile, rt } from "./_runtime.ts";
 import { AlreadyExists, NotFound } from "./errors.ts";
 
 // The handle that acquire() resolves to, for users of this entry point alone.
@@ -500,12 +500,6 @@ function checkPath(path: unknown, what: string): string {
     throw new TypeError(`${what}: 'path' must not contain NUL, got ${show(path)}`);
   }
   return path;
-}
-
-function closeQuietly(raw: RawFile): void {
-  try {
-    rt.closeSync(raw);
-  } catch { /* the error that got us here matters more */ }
 }
 
 // Calls `fn` once `ms` milliseconds have passed, also beyond setTimeout's

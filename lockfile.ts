@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { type RawFile, rt } from "./_runtime.ts";
+import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
 
 /** Who holds a lock file, as far as its content says. */
 export interface LockHolder {
@@ -220,12 +220,6 @@ function checkPath(path: unknown, what: string): string {
     );
   }
   return path;
-}
-
-function closeQuietly(f: RawFile): void {
-  try {
-    rt.closeSync(f);
-  } catch { /* the error that got us here matters more */ }
 }
 
 // Opens and locks `path`, then writes `content`; throws LockError if it is

@@ -1,17 +1,9 @@
 // The package's open-file handle, shared by lock.ts (Lock.acquire) and
 // filestore.ts (FileStore.create). Its constructor is closed to callers:
 // handles are made only by wrapFile() below.
+import { toBytes } from "./_check.ts";
 import { type FileInfo, type RawFile, rt } from "./_runtime.ts";
-
-const encoder = new TextEncoder();
-
-function bytes(data: Uint8Array | string, what: string): Uint8Array {
-  if (typeof data === "string") return encoder.encode(data);
-  if (data instanceof Uint8Array) return data;
-  throw new TypeError(
-    `Cannot write ${what}: data must be a string or a Uint8Array, got ${typeof data}`,
-  );
-}
+import { settled } from "./_steps.ts";
 
 let pending: { raw: RawFile; onClose: (() => void) | undefined } | undefined;
 let rawOf!: (file: OpenFile) => RawFile;
@@ -89,7 +81,7 @@ export class OpenFile implements AsyncDisposable, Disposable {
    * @returns The number of bytes written.
    */
   write(data: Uint8Array | string): Promise<number> {
-    return rt.write(rawOf(this), bytes(data, this.path));
+    return rt.write(rawOf(this), toBytes(data, `write '${this.path}'`));
   }
 
   /**
@@ -99,7 +91,7 @@ export class OpenFile implements AsyncDisposable, Disposable {
    * @returns The number of bytes written.
    */
   writeSync(data: Uint8Array | string): number {
-    return rt.writeSync(rawOf(this), bytes(data, this.path));
+    return rt.writeSync(rawOf(this), toBytes(data, `write '${this.path}'`));
   }
 
   /**
@@ -163,7 +155,7 @@ export class OpenFile implements AsyncDisposable, Disposable {
 
   /** The file's bytes from the current position on, as a stream; it closes the file at its end. */
   get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= new ReadableStream<Uint8Array>({
+    return this.#readable ??= new ReadableStream({
       type: "bytes",
       pull: async (controller) => {
         const chunk = new Uint8Array(64 * 1024);
@@ -201,12 +193,7 @@ export class OpenFile implements AsyncDisposable, Disposable {
 
   /** Closes the file, and so drops any lock held through it. Calling it again does nothing. */
   close(): Promise<void> {
-    try {
-      this.closeSync();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => this.closeSync());
   }
 
   /** Closes the file: for `using`. */

@@ -3,6 +3,7 @@
 // libuv's pool is ever held by a lock that somebody else has.
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import type { BlockedWait } from "./_runtime.ts";
 
 /** flock(2) operations; the same numbers on Linux and macOS. */
 export const LOCK_SH = 1;
@@ -322,19 +323,6 @@ export function warmWaiter(): void {
     waiter.worker.unref();
     idle.push(waiter);
   }
-}
-
-/** A flock call blocked on a worker thread. */
-export interface BlockedWait {
-  /** Resolves once the lock is held; rejects with the call's error. */
-  granted: Promise<void>;
-  /**
-   * Gives the wait up. From then on the descriptor belongs to the waiter,
-   * which calls `release` once the blocked call returns. Resolves then; is
-   * undefined if the call has already returned, when the caller still owns
-   * the descriptor, and with it any lock the call got.
-   */
-  abandon(): Promise<void> | undefined;
 }
 
 /** Starts flock(fd, op) on a worker thread, so that no JavaScript thread blocks. */

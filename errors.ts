@@ -1,19 +1,24 @@
 /**
- * Errors that this package throws for failed file-system operations, the
- * same classes on Deno, Bun and Node, so that one `catch` handles them on
- * every runtime.
+ * The errors this package throws, the same classes on Deno, Bun and Node:
+ * {@link FsError} and its subclasses for failed file-system operations, and
+ * one family for locks that somebody else holds ({@link LockException},
+ * {@link AlreadyLocked}, {@link LockError}), so that one `catch` handles
+ * every refusal on every runtime.
  *
  * ```ts
- * import { NotFound } from "@filestore/filestore/errors";
+ * import { AlreadyLocked, NotFound } from "@filestore/filestore/errors";
  * import { FileStore } from "@filestore/filestore";
  * import assert from "node:assert/strict";
  *
  * const store = new FileStore("/nonexistent/store");
  * assert.throws(() => store.listSync("new"), NotFound);
+ * const refusal = new AlreadyLocked("Cannot lock '/tmp/x': held by pid 42", { pid: 42 });
+ * assert.equal(refusal.pid, 42);
  * ```
  *
  * @module
  */
+import { heldBy } from "./_check.ts";
 
 /**
  * A file-system operation failed. `code` is the POSIX error name (`ENOENT`,
@@ -147,3 +152,130 @@ export class NotADirectory extends FsError {}
  * ```
  */
 export class NoSpace extends FsError {}
+
+/** Who holds a lock, as far as known. */
+export interface LockHolder {
+  /** The holder's process id, if known. */
+  pid?: number | undefined;
+  /** The holder's host name, if known. */
+  hostname?: string | undefined;
+}
+
+/**
+ * The base class of the lock errors: portalocker's name. A refusal because
+ * somebody else holds the lock is an {@link AlreadyLocked}; other lock
+ * errors (releasing an `RLock` that is not acquired) are plain
+ * `LockException`s. File-system failures are {@link FsError}s instead.
+ *
+ * @example Usage
+ * ```ts
+ * import { LockException } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new LockException("Cannot release RLock '/tmp/x': it is not acquired");
+ * assert.ok(error instanceof Error);
+ * assert.equal(error.name, "LockException");
+ * ```
+ */
+export class LockException extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   * @param options The underlying error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Options of {@link AlreadyLocked}: who holds the lock, where known. */
+export interface AlreadyLockedOptions extends ErrorOptions, LockHolder {
+  /** The same as `pid`, under portalocker's name; `pid` wins when both are given. */
+  holderPid?: number | undefined;
+  /** The path of the lock that was refused, where there is one. */
+  path?: string | undefined;
+}
+
+/**
+ * Somebody else holds the lock: every refusal in the package is one (a
+ * non-blocking attempt, `failWhenLocked`, a `timeout` that ran out, a full
+ * semaphore, a held {@link LockError lock file}). `pid` and `hostname` name
+ * the holder where the lock file says who it is, and are `undefined`
+ * otherwise.
+ *
+ * @example Usage
+ * ```ts
+ * import { AlreadyLocked, LockException } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new AlreadyLocked("Cannot lock '/tmp/x': held by pid 42", { pid: 42 });
+ * assert.ok(error instanceof LockException);
+ * assert.equal(error.pid, 42);
+ * assert.equal(error.holderPid, 42);
+ * ```
+ */
+export class AlreadyLocked extends LockException {
+  /** The holder's process id, or `undefined` if unknown. */
+  readonly pid: number | undefined;
+  /** The holder's host name, or `undefined` if unknown. */
+  readonly hostname: string | undefined;
+  /** The refused lock's path, or `undefined` where there is none (a semaphore). */
+  readonly path: string | undefined;
+
+  /**
+   * Creates the error.
+   *
+   * @param message What was refused.
+   * @param options The holder where known, the path, and `cause`.
+   */
+  constructor(message: string, options?: AlreadyLockedOptions) {
+    super(message, options);
+    this.pid = options?.pid ?? options?.holderPid;
+    this.hostname = options?.hostname;
+    this.path = options?.path;
+  }
+
+  /** The same as `pid`, under portalocker's name. */
+  get holderPid(): number | undefined {
+    return this.pid;
+  }
+}
+
+/**
+ * A lock file is held by somebody else: zc.lockfile's name, thrown by
+ * `LockFile` and `SimpleLockFile`. It is an {@link AlreadyLocked}, so one
+ * `catch` serves every lock in the package; `pid` and `hostname` are what
+ * the lock file says.
+ *
+ * @example Usage
+ * ```ts
+ * import { AlreadyLocked, LockError } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new LockError("/run/app.lock", { pid: 42, hostname: "db1" });
+ * assert.equal(error.message, "Cannot lock '/run/app.lock': held by pid 42 on host 'db1'");
+ * assert.ok(error instanceof AlreadyLocked);
+ * ```
+ */
+export class LockError extends AlreadyLocked {
+  /** The lock file's path. */
+  declare readonly path: string;
+
+  /**
+   * Creates the error for a lock file held by `holder`.
+   *
+   * @param path The lock file's path.
+   * @param holder Who holds it, as far as known.
+   * @param options The underlying error as `cause`, if any.
+   */
+  constructor(path: string, holder: LockHolder = {}, options?: ErrorOptions) {
+    super(`Cannot lock '${path}': ${heldBy(holder)}`, {
+      ...options,
+      pid: holder.pid,
+      hostname: holder.hostname,
+      path,
+    });
+  }
+}

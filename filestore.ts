@@ -25,10 +25,23 @@
  *
  * @module
  */
-import { type FSWatcher, watch as watchFs } from "node:fs";
 import { resolve } from "node:path";
-import { type OpenFlags, type RawFile, rt } from "./_runtime.ts";
+import {
+  checkBoolean,
+  checkChoice,
+  checkNumber,
+  checkOptions,
+  checkPath,
+  checkPermissions,
+  checkSignal,
+  toBytes,
+} from "./_check.ts";
 import { type OpenFile, wrapFile } from "./_file.ts";
+import { checkName, uniqueName } from "./_names.ts";
+import { MAX_TIMER } from "./_wait.ts";
+import { closeQuietly, unlinkQuietly } from "./_runtime.ts";
+import { run, runSync, step, type Steps } from "./_steps.ts";
+import { watchDir } from "./_watch.ts";
 import { NotFound } from "./errors.ts";
 
 export { OpenFile } from "./_file.ts";
@@ -108,241 +121,9 @@ export interface CleanupOptions {
 
 const AREAS: readonly Area[] = ["tmp", "new", "cur"];
 const DEFAULT_OLDER_THAN = 36 * 60 * 60 * 1000;
-const encoder = new TextEncoder();
 
-// The store's logic is written once, as generators that yield the file
-// operations they need; `runSync` and `run` carry those out with the
-// runtime's sync or async calls and hand back results or errors.
-type Call =
-  | readonly ["open", string, OpenFlags]
-  | readonly ["write", RawFile, Uint8Array]
-  | readonly ["fsync", RawFile]
-  | readonly ["close", RawFile]
-  | readonly ["rename", string, string]
-  | readonly ["link", string, string]
-  | readonly ["unlink", string]
-  | readonly ["mkdir", string]
-  | readonly ["readDir", string]
-  | readonly ["stat", string]
-  | readonly ["copyFile", string, string]
-  | readonly ["fsyncDir", string];
-type Steps<T> = Generator<Call, T, unknown>;
-
-function callSync(c: Call): unknown {
-  switch (c[0]) {
-    case "open":
-      return rt.openSync(c[1], c[2]);
-    case "write":
-      return rt.writeSync(c[1], c[2]);
-    case "fsync":
-      return rt.fsyncSync(c[1]);
-    case "close":
-      return rt.closeSync(c[1]);
-    case "rename":
-      return rt.renameSync(c[1], c[2]);
-    case "link":
-      return rt.linkSync(c[1], c[2]);
-    case "unlink":
-      return rt.unlinkSync(c[1]);
-    case "mkdir":
-      return rt.mkdirSync(c[1], true);
-    case "readDir":
-      return rt.readDirSync(c[1]);
-    case "stat":
-      return rt.statSync(c[1]);
-    case "copyFile":
-      return rt.copyFileSync(c[1], c[2], true);
-    case "fsyncDir":
-      return rt.fsyncDirSync(c[1]);
-  }
-}
-
-function callAsync(c: Call): unknown {
-  switch (c[0]) {
-    case "open":
-      return rt.open(c[1], c[2]);
-    case "write":
-      return rt.write(c[1], c[2]);
-    case "fsync":
-      return rt.fsync(c[1]);
-    case "close":
-      return rt.closeSync(c[1]);
-    case "rename":
-      return rt.rename(c[1], c[2]);
-    case "link":
-      return rt.link(c[1], c[2]);
-    case "unlink":
-      return rt.unlink(c[1]);
-    case "mkdir":
-      return rt.mkdir(c[1], true);
-    case "readDir":
-      return rt.readDir(c[1]);
-    case "stat":
-      return rt.stat(c[1]);
-    case "copyFile":
-      return rt.copyFile(c[1], c[2], true);
-    case "fsyncDir":
-      return rt.fsyncDir(c[1]);
-  }
-}
-
-function runSync<T>(steps: Steps<T>): T {
-  let next = steps.next();
-  while (!next.done) {
-    let result: unknown;
-    try {
-      result = callSync(next.value);
-    } catch (e) {
-      next = steps.throw(e);
-      continue;
-    }
-    next = steps.next(result);
-  }
-  return next.value;
-}
-
-async function run<T>(steps: Steps<T>): Promise<T> {
-  let next = steps.next();
-  while (!next.done) {
-    let result: unknown;
-    try {
-      result = await callAsync(next.value);
-    } catch (e) {
-      next = steps.throw(e);
-      continue;
-    }
-    next = steps.next(result);
-  }
-  return next.value;
-}
-
-// Typed wrappers, so that the generators read like straight-line code.
-function* open(path: string, flags: OpenFlags): Steps<RawFile> {
-  return (yield ["open", path, flags]) as RawFile;
-}
-function* readDir(path: string): Steps<string[]> {
-  return (yield ["readDir", path]) as string[];
-}
-function* mtimeOf(path: string): Steps<number> {
-  return ((yield ["stat", path]) as { mtimeMs: number }).mtimeMs;
-}
-function* closeQuietly(file: RawFile): Steps<void> {
-  try {
-    yield ["close", file];
-  } catch { /* the first error is the one to report */ }
-}
-function* unlinkQuietly(path: string): Steps<void> {
-  try {
-    yield ["unlink", path];
-  } catch { /* already gone, or the first error is the one to report */ }
-}
-
-function booleanOption(value: unknown, name: string, what: string): boolean | undefined {
-  if (value === undefined || typeof value === "boolean") return value;
-  throw new TypeError(`Cannot ${what}: ${name} must be a boolean, got ${quote(value)}`);
-}
-
-function quote(value: unknown): string {
-  if (typeof value === "string") return `'${value}'`;
-  // An object whose toString is not callable would throw from String().
-  try {
-    return String(value);
-  } catch {
-    return typeof value;
-  }
-}
-
-function checkArea(value: unknown, op: string, param: string): Area {
-  if (typeof value !== "string" || !(AREAS as readonly string[]).includes(value)) {
-    throw new TypeError(
-      `Cannot ${op}: ${param} must be "tmp", "new" or "cur", got ${quote(value)}`,
-    );
-  }
-  return value as Area;
-}
-
-// A name that is safe to join to an area's directory: one path component,
-// never "." or "..", no NUL, and short enough for the file system.
-function checkName(value: unknown, op: string, acceptPath: boolean): string {
-  if (typeof value !== "string") {
-    throw new TypeError(`Cannot ${op}: name must be a string, got ${typeof value}`);
-  }
-  const name = acceptPath ? value.slice(value.lastIndexOf("/") + 1) : value;
-  const problem = name === ""
-    ? (value === "" ? "name is empty" : "name ends with a path separator")
-    : name === "." || name === ".."
-    ? "name must not be '.' or '..'"
-    : name.includes("/") || name.includes("\\")
-    ? "name contains a path separator"
-    : name.includes("\0")
-    ? "name contains a NUL character"
-    : undefined;
-  if (problem !== undefined) throw new TypeError(`Cannot ${op} ${quote(value)}: ${problem}`);
-  // A UTF-16 unit is at most 3 UTF-8 bytes, so short names need no encoding.
-  if (name.length > 85 && encoder.encode(name).length > 255) {
-    throw new RangeError(
-      `Cannot ${op} ${quote(value)}: name is longer than 255 bytes in UTF-8`,
-    );
-  }
-  return name;
-}
-
-function toBytes(data: unknown, op: string): Uint8Array {
-  if (typeof data === "string") return encoder.encode(data);
-  if (data instanceof Uint8Array) return data;
-  throw new TypeError(
-    `Cannot ${op}: data must be a string or a Uint8Array, got ${
-      data === null ? "null" : typeof data
-    }`,
-  );
-}
-
-function checkOlderThan(options: CleanupOptions | undefined): number {
-  const olderThan = options?.olderThan ?? DEFAULT_OLDER_THAN;
-  if (typeof olderThan !== "number" || !(olderThan >= 0)) {
-    throw new RangeError(
-      `Cannot clean up: olderThan must be a number of milliseconds >= 0, got ${quote(olderThan)}`,
-    );
-  }
-  return olderThan;
-}
-
-function checkCreateMode(options: CreateOptions | undefined): "w" | "wx" {
-  const mode = options?.mode ?? "w";
-  if (mode !== "w" && mode !== "wx") {
-    throw new TypeError(`Cannot create: mode must be "w" or "wx", got ${quote(mode)}`);
-  }
-  return mode;
-}
-
-// The host part of a delivered name. Maildir escapes "/" and ":" as octal
-// with a backslash; a backslash is refused in names here, so the escape
-// drops it. Anything else outside a conservative set becomes "_", and the
-// length is capped so that the whole name stays far below 255 bytes.
-function hostPart(host: string): string {
-  return host
-    .replaceAll("/", "057")
-    .replaceAll(":", "072")
-    .replace(/[^A-Za-z0-9._-]/g, "_")
-    .slice(0, 64) || "localhost";
-}
-
-let counter = 0;
-let host: string | undefined;
-
-// `${seconds}.M${micros}P${pid}Q${counter}R${random}.${host}`: time first so
-// that sorting by name sorts by delivery time (micros zero-padded for that);
-// pid, counter and randomness make it unique on this host; the host makes
-// it unique among hosts sharing the directory.
-function uniqueName(): string {
-  const now = performance.timeOrigin + performance.now();
-  const seconds = Math.floor(now / 1000);
-  const micros = Math.floor((now - seconds * 1000) * 1000);
-  const random = crypto.getRandomValues(new Uint32Array(1))[0]!;
-  host ??= hostPart(rt.hostname());
-  return `${seconds}.M${String(micros).padStart(6, "0")}P${rt.pid}Q${++counter}R${
-    random.toString(16).padStart(8, "0")
-  }.${host}`;
+function checkArea(value: unknown, what: string, param: string): Area {
+  return checkChoice(value, what, param, AREAS);
 }
 
 /**
@@ -411,21 +192,10 @@ export class FileStore {
    * ```
    */
   constructor(path: string, options?: FileStoreOptions) {
-    if (typeof path !== "string" || path === "" || path.includes("\0")) {
-      throw new TypeError(
-        `Cannot make a FileStore: path must be a non-empty string without NUL, got ${quote(path)}`,
-      );
-    }
-    const permissions = options?.permissions ?? 0o666;
-    if (!Number.isInteger(permissions) || permissions < 0 || permissions > 0o7777) {
-      throw new RangeError(
-        `Cannot make a FileStore: permissions must be an integer from 0 to 0o7777, got ${
-          quote(permissions)
-        }`,
-      );
-    }
-    this.#path = resolve(path);
-    this.#permissions = permissions;
+    const what = "make a FileStore";
+    const permissions = checkOptions(options, what)?.permissions;
+    this.#path = resolve(checkPath(path, what));
+    this.#permissions = checkPermissions(permissions, what, "permissions") ?? 0o666;
   }
 
   /**
@@ -457,7 +227,7 @@ export class FileStore {
    */
   pathOf(name: string, area: Area): string {
     checkArea(area, "get a path", "area");
-    return this.#in(area, checkName(name, "get a path for", true));
+    return this.#in(area, checkName(name, "get a path", true));
   }
 
   #in(area: Area, name: string): string {
@@ -499,30 +269,13 @@ export class FileStore {
    * {@linkcode FileStore.prototype.prepare}.
    *
    * @throws {FsError} When a directory cannot be made.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   new FileStore(dir).prepareSync();
-   *   assert.deepEqual(readdirSync(dir).sort(), ["cur", "new", "tmp"]);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   prepareSync(): void {
     runSync(this.#prepare());
   }
 
   *#prepare(): Steps<void> {
-    for (const area of AREAS) yield ["mkdir", `${this.#path}/${area}`];
+    for (const area of AREAS) yield* step("mkdir", `${this.#path}/${area}`, true);
   }
 
   /**
@@ -575,26 +328,6 @@ export class FileStore {
    * @throws {RangeError} When `name` is longer than 255 bytes in UTF-8.
    * @throws {AlreadyExists} With `mode: "wx"`, when the file exists.
    * @throws {NotFound} When the store is not prepared.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   using file = store.createSync("a-file", { mode: "wx" });
-   *   file.writeSync("hello");
-   *   assert.throws(() => store.createSync("a-file", { mode: "wx" }));
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   createSync(name: string, options?: CreateOptions): OpenFile {
     return runSync(this.#create(name, options));
@@ -602,8 +335,11 @@ export class FileStore {
 
   *#create(name: string, options: CreateOptions | undefined): Steps<OpenFile> {
     const checked = checkName(name, "create", false);
-    const mode = checkCreateMode(options);
-    const file = yield* open(this.#in("tmp", checked), {
+    const mode = checkChoice(checkOptions(options, "create")?.mode ?? "w", "create", "mode", [
+      "w",
+      "wx",
+    ]);
+    const file = yield* step("open", this.#in("tmp", checked), {
       read: true,
       write: true,
       create: mode === "w",
@@ -655,24 +391,6 @@ export class FileStore {
    * @returns The paths.
    * @throws {TypeError} When `area` is not one of the three.
    * @throws {NotFound} When the store is not prepared.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   assert.deepEqual(store.listSync("cur"), []);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   listSync(area: Area): string[] {
     return runSync(this.#list(area));
@@ -680,7 +398,7 @@ export class FileStore {
 
   *#list(area: Area): Steps<string[]> {
     checkArea(area, "list", "area");
-    const names = yield* readDir(`${this.#path}/${area}`);
+    const names = yield* step("readDir", `${this.#path}/${area}`);
     return names.sort().map((name) => this.#in(area, name));
   }
 
@@ -733,26 +451,6 @@ export class FileStore {
    * @throws {TypeError} When an area or the name is not valid.
    * @throws {RangeError} When the name is longer than 255 bytes in UTF-8.
    * @throws {NotFound} When the file is not in `from`.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   store.createSync("a-file").closeSync();
-   *   store.moveSync("a-file", "tmp", "new");
-   *   assert.deepEqual(store.listSync("new"), [join(dir, "new", "a-file")]);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   moveSync(name: string, from: Area, to: Area): string {
     return runSync(this.#move(name, from, to));
@@ -763,7 +461,7 @@ export class FileStore {
     checkArea(to, "move", "to");
     const checked = checkName(name, "move", true);
     const target = this.#in(to, checked);
-    yield ["rename", this.#in(from, checked), target];
+    yield* step("rename", this.#in(from, checked), target);
     return target;
   }
 
@@ -820,27 +518,6 @@ export class FileStore {
    * @throws {RangeError} When the name is longer than 255 bytes in UTF-8.
    * @throws {NotFound} When the file is not in `from`.
    * @throws {AlreadyExists} When `to` has a file of that name.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   store.createSync("a-file").closeSync();
-   *   store.copySync("a-file", "tmp", "new");
-   *   assert.deepEqual(store.listSync("new"), [join(dir, "new", "a-file")]);
-   *   assert.deepEqual(store.listSync("tmp"), [join(dir, "tmp", "a-file")]);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   copySync(name: string, from: Area, to: Area): string {
     return runSync(this.#copy(name, from, to));
@@ -853,12 +530,12 @@ export class FileStore {
     const target = this.#in(to, checked);
     // A hidden name that cleanup() removes if this process dies before the end.
     const staging = this.#in("tmp", `.copy-${uniqueName()}`);
-    yield ["copyFile", this.#in(from, checked), staging];
+    yield* step("copyFile", this.#in(from, checked), staging, true);
     try {
       // link(2), unlike rename(2), refuses an existing target.
-      yield ["link", staging, target];
+      yield* step("link", staging, target);
     } finally {
-      yield* unlinkQuietly(staging);
+      unlinkQuietly(staging);
     }
     return target;
   }
@@ -906,26 +583,6 @@ export class FileStore {
    * @throws {TypeError} When the area or the name is not valid.
    * @throws {RangeError} When the name is longer than 255 bytes in UTF-8.
    * @throws {NotFound} When the file is not there.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   store.putSync("hello");
-   *   for (const path of store.listSync("new")) store.removeSync(path, "new");
-   *   assert.deepEqual(store.listSync("new"), []);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   removeSync(name: string, area: Area): void {
     runSync(this.#remove(name, area));
@@ -933,7 +590,7 @@ export class FileStore {
 
   *#remove(name: string, area: Area): Steps<void> {
     checkArea(area, "remove", "area");
-    yield ["unlink", this.#in(area, checkName(name, "remove", true))];
+    yield* step("unlink", this.#in(area, checkName(name, "remove", true)));
   }
 
   /**
@@ -945,7 +602,8 @@ export class FileStore {
    *
    * @param data The file's content (strings as UTF-8).
    * @param options `sync: false` skips the flushes.
-   * @returns The file's name (in `new`).
+   * @returns The delivered file's full path in `new`, as `claim()`, `move()` and `copy()`
+   * return paths.
    * @throws {TypeError} When `data` is not a string or a Uint8Array.
    * @throws {NotFound} When the store is not prepared.
    * @throws {NoSpace} When the disk is full.
@@ -958,14 +616,15 @@ export class FileStore {
    * import assert from "node:assert/strict";
    * import { mkdtempSync, readFileSync, rmSync } from "node:fs";
    * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
+   * import { basename, join } from "node:path";
    *
    * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
    * try {
    *   const store = new FileStore(dir);
    *   await store.prepare();
-   *   const name = await store.put("hello");
-   *   assert.equal(readFileSync(join(dir, "new", name), "utf8"), "hello");
+   *   const path = await store.put("hello");
+   *   assert.equal(path, join(dir, "new", basename(path)));
+   *   assert.equal(readFileSync(path, "utf8"), "hello");
    * } finally {
    *   rmSync(dir, { recursive: true });
    * }
@@ -981,30 +640,11 @@ export class FileStore {
    *
    * @param data The file's content (strings as UTF-8).
    * @param options `sync: false` skips the flushes.
-   * @returns The file's name (in `new`).
+   * @returns The delivered file's full path in `new`.
    * @throws {TypeError} When `data` is not a string or a Uint8Array.
    * @throws {NotFound} When the store is not prepared.
    * @throws {NoSpace} When the disk is full.
    * @throws {FsError} When flushing `new` fails after the rename.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   const name = store.putSync(new Uint8Array([1, 2, 3]));
-   *   assert.deepEqual(store.listSync("new"), [join(dir, "new", name)]);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   putSync(data: string | Uint8Array, options?: PutOptions): string {
     return runSync(this.#put(data, options));
@@ -1012,31 +652,32 @@ export class FileStore {
 
   *#put(data: string | Uint8Array, options: PutOptions | undefined): Steps<string> {
     const bytes = toBytes(data, "put");
-    const sync = booleanOption(options?.sync, "sync", "put") ?? true;
+    const sync = checkBoolean(checkOptions(options, "put")?.sync, "put", "sync") ?? true;
     const name = uniqueName();
     const staging = this.#in("tmp", name);
-    const file = yield* open(staging, {
+    const target = this.#in("new", name);
+    const file = yield* step("open", staging, {
       write: true,
       createNew: true,
       mode: this.#permissions,
     });
     try {
-      yield ["write", file, bytes];
-      if (sync) yield ["fsync", file];
+      yield* step("write", file, bytes);
+      if (sync) yield* step("fsync", file);
     } catch (e) {
-      yield* closeQuietly(file);
-      yield* unlinkQuietly(staging);
+      closeQuietly(file);
+      unlinkQuietly(staging);
       throw e;
     }
     try {
-      yield ["close", file];
-      yield ["rename", staging, this.#in("new", name)];
+      yield* step("close", file);
+      yield* step("rename", staging, target);
     } catch (e) {
-      yield* unlinkQuietly(staging);
+      unlinkQuietly(staging);
       throw e;
     }
-    if (sync) yield ["fsyncDir", `${this.#path}/new`];
-    return name;
+    if (sync) yield* step("fsyncDir", `${this.#path}/new`);
+    return target;
   }
 
   /**
@@ -1090,26 +731,6 @@ export class FileStore {
    * @returns The taken file's full path in `cur`, or `null` when `new` is
    * empty.
    * @throws {NotFound} When the store is not prepared.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   const name = store.putSync("hello");
-   *   assert.equal(store.claimSync(), join(dir, "cur", name));
-   *   assert.equal(store.claimSync(), null);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   claimSync(options?: ClaimOptions): string | null {
     return runSync(this.#claim(options));
@@ -1117,11 +738,11 @@ export class FileStore {
 
   *#claim(options: ClaimOptions | undefined): Steps<string | null> {
     let fresh = false;
-    if (booleanOption(options?.rescan, "rescan", "claim")) this.#backlog = [];
+    if (checkBoolean(checkOptions(options, "claim")?.rescan, "claim", "rescan")) this.#backlog = [];
     for (;;) {
       if (this.#next >= this.#backlog.length) {
         if (fresh) break;
-        this.#backlog = (yield* readDir(`${this.#path}/new`)).sort();
+        this.#backlog = (yield* step("readDir", `${this.#path}/new`)).sort();
         this.#next = 0;
         fresh = true;
       }
@@ -1130,7 +751,7 @@ export class FileStore {
       const name = this.#backlog[this.#next++]!;
       const target = this.#in("cur", name);
       try {
-        yield ["rename", this.#in("new", name), target];
+        yield* step("rename", this.#in("new", name), target);
         return target;
       } catch (e) {
         if (!(e instanceof NotFound)) throw e;
@@ -1138,7 +759,7 @@ export class FileStore {
     }
     // Every rename failed: another consumer won each race, unless `cur`
     // itself is gone, which must not pass for an empty queue.
-    if (this.#backlog.length > 0) yield ["stat", `${this.#path}/cur`];
+    if (this.#backlog.length > 0) yield* step("stat", `${this.#path}/cur`);
     return null;
   }
 
@@ -1186,75 +807,21 @@ export class FileStore {
    */
   watch(area: Area, options?: WatchOptions): AsyncIterableIterator<string> {
     checkArea(area, "watch", "area");
-    const interval = options?.interval ?? 250;
+    const o = checkOptions(options, "watch");
+    const signal = o?.signal;
     // Timers take at most 2^31-1 ms (and fire at once above it), and the
     // slow reading runs every 20 intervals.
-    if (typeof interval !== "number" || !(interval > 0 && interval * 20 <= 2 ** 31 - 1)) {
-      throw new RangeError(
-        `Cannot watch: interval must be a number of milliseconds > 0 and at most 107374182, got ${
-          quote(interval)
-        }`,
-      );
-    }
-    return this.#watch(area, interval, options?.signal);
-  }
-
-  async *#watch(area: Area, interval: number, signal?: AbortSignal): AsyncGenerator<string> {
-    if (signal?.aborted) return;
-    const dir = `${this.#path}/${area}`;
-    const seen = new Set<string>();
-    // Set when something may have arrived; a wake-up resolves the wait.
-    let dirty = true;
-    let wake: (() => void) | undefined;
-    const poke = () => {
-      dirty = true;
-      wake?.();
-    };
-    let watcher: FSWatcher | undefined;
-    // Events can be lost (a full kernel queue), so a slow reading runs even
-    // while they arrive; without them, readings every `interval` ms.
-    let timer = setInterval(poke, interval * 20);
-    const poll = () => {
-      clearInterval(timer);
-      timer = setInterval(poke, interval);
-    };
-    signal?.addEventListener("abort", poke, { once: true });
-    try {
-      try {
-        watcher = watchFs(dir, { persistent: true }, poke);
-        watcher.on("error", () => {
-          watcher?.close();
-          watcher = undefined;
-          poll();
-        });
-      } catch {
-        poll();
-      }
-      while (!signal?.aborted) {
-        if (!dirty) {
-          await new Promise<void>((resolve) => wake = resolve);
-          wake = undefined;
-          continue;
-        }
-        dirty = false;
-        // One reading of the directory answers every event that came before
-        // it, and keeps `seen` to the files that are still there.
-        const names = await rt.readDir(dir);
-        const present = new Set(names);
-        for (const name of seen) if (!present.has(name)) seen.delete(name);
-        names.sort();
-        for (const name of names) {
-          if (seen.has(name)) continue;
-          seen.add(name);
-          yield `${dir}/${name}`;
-          if (signal?.aborted) return;
-        }
-      }
-    } finally {
-      signal?.removeEventListener("abort", poke);
-      watcher?.close();
-      clearInterval(timer);
-    }
+    const interval = checkNumber(
+      o?.interval,
+      "watch",
+      "interval",
+      "a number of milliseconds above 0 and at most 107374182",
+      {
+        above: 0,
+        max: Math.floor(MAX_TIMER / 20),
+      },
+    ) ?? 250;
+    return watchDir(`${this.#path}/${area}`, interval, checkSignal(signal, "watch"));
   }
 
   /**
@@ -1301,38 +868,26 @@ export class FileStore {
    * @returns The full paths of the removed files.
    * @throws {RangeError} When `olderThan` is not a number >= 0.
    * @throws {NotFound} When the store is not prepared.
-   *
-   * @example Usage
-   * ```ts
-   * import { FileStore } from "@filestore/filestore";
-   * import assert from "node:assert/strict";
-   * import { mkdtempSync, rmSync } from "node:fs";
-   * import { tmpdir } from "node:os";
-   * import { join } from "node:path";
-   *
-   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
-   * try {
-   *   const store = new FileStore(dir);
-   *   store.prepareSync();
-   *   store.createSync("fresh").closeSync();
-   *   assert.deepEqual(store.cleanupSync(), []);
-   * } finally {
-   *   rmSync(dir, { recursive: true });
-   * }
-   * ```
    */
   cleanupSync(options?: CleanupOptions): string[] {
     return runSync(this.#cleanup(options));
   }
 
   *#cleanup(options: CleanupOptions | undefined): Steps<string[]> {
-    const limit = Date.now() - checkOlderThan(options);
+    const olderThan = checkNumber(
+      checkOptions(options, "clean up")?.olderThan,
+      "clean up",
+      "olderThan",
+      "a number of milliseconds >= 0",
+      { min: 0 },
+    ) ?? DEFAULT_OLDER_THAN;
+    const limit = Date.now() - olderThan;
     const removed: string[] = [];
-    for (const name of (yield* readDir(`${this.#path}/tmp`)).sort()) {
+    for (const name of (yield* step("readDir", `${this.#path}/tmp`)).sort()) {
       const path = this.#in("tmp", name);
       try {
-        if ((yield* mtimeOf(path)) >= limit) continue;
-        yield ["unlink", path];
+        if ((yield* step("stat", path)).mtimeMs >= limit) continue;
+        yield* step("unlink", path);
         removed.push(path);
       } catch (e) {
         // Delivered or removed meanwhile: nothing left to clean.

@@ -23,63 +23,13 @@
  *
  * @module
  */
+import { checkOptions, checkPath, invalid } from "./_check.ts";
 import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
+import { LockError, type LockHolder } from "./errors.ts";
 
-/** Who holds a lock file, as far as its content says. */
-export interface LockHolder {
-  /** The holder's process id, if the file names one. */
-  pid?: number | undefined;
-  /** The holder's host name, if the file names one. */
-  hostname?: string | undefined;
-}
-
-/**
- * The lock file is locked by somebody else: another process, or another
- * {@link LockFile} in this one. `pid` and `hostname` are read back from the
- * file when it has them; they are `undefined` otherwise. Other failures
- * (a missing directory, a directory at the path, no permission) are not a
- * `LockError` but the package's file-system errors.
- *
- * @example Usage
- * ```ts
- * import { LockError } from "@filestore/filestore";
- * import assert from "node:assert/strict";
- *
- * const error = new LockError("/run/app.lock", { pid: 1234, hostname: "db1" });
- * assert.equal(error.message, "Cannot lock '/run/app.lock': held by pid 1234 on host 'db1'");
- * assert.equal(error.pid, 1234);
- * ```
- */
-export class LockError extends Error {
-  /** The lock file's path. */
-  readonly path: string;
-  /** The holder's process id, or `undefined` if the file does not say. */
-  readonly pid: number | undefined;
-  /** The holder's host name, or `undefined` if the file does not say. */
-  readonly hostname: string | undefined;
-
-  /**
-   * Creates the error for a lock file held by `holder`.
-   *
-   * @param path The lock file's path.
-   * @param holder Who holds it, as far as known.
-   * @param options The underlying error as `cause`, if any.
-   */
-  constructor(path: string, holder: LockHolder = {}, options?: ErrorOptions) {
-    super(`Cannot lock '${path}': ${describe(holder)}`, options);
-    this.name = "LockError";
-    this.path = path;
-    this.pid = holder.pid;
-    this.hostname = holder.hostname;
-  }
-}
-
-function describe({ pid, hostname }: LockHolder): string {
-  const host = hostname === undefined ? "" : ` on host '${hostname}'`;
-  if (pid !== undefined) return `held by pid ${pid}${host}`;
-  if (hostname !== undefined) return `held by a process${host}`;
-  return "held by an unknown owner";
-}
+// zc.lockfile's error, for users of this entry point alone; it is an
+// AlreadyLocked, as every refusal in the package.
+export { LockError, type LockHolder } from "./errors.ts";
 
 /** Options for {@link LockFile} and {@link readLockFile}. */
 export interface LockFileOptions {
@@ -116,7 +66,7 @@ function parseTemplate(template: string): Template {
   const cached = templates.get(template);
   if (cached) return cached;
   if (typeof template !== "string") {
-    throw new TypeError(`Cannot use content template: expected a string, got ${typeof template}`);
+    throw invalid(TypeError, "use content template", "contentTemplate", "a string", template);
   }
   const parts: Part[] = [];
   let text = "";
@@ -135,7 +85,7 @@ function parseTemplate(template: string): Template {
       const what = m[1] === undefined
         ? `unmatched '${m[0]}' (write '${m[0]}${m[0]}' for a literal one)`
         : `unknown placeholder '${m[0]}' (known: {pid}, {hostname})`;
-      throw new TypeError(`Cannot use content template '${template}': ${what}`);
+      throw new SyntaxError(`Cannot use content template ${JSON.stringify(template)}: ${what}`);
     }
   }
   text += template.slice(at);
@@ -207,19 +157,6 @@ function readContent(f: RawFile): string {
   const text = decoder.decode(all);
   const end = text.indexOf("\n");
   return end < 0 ? text : text.slice(0, end);
-}
-
-// A path that is not a string would be turned into one ("123", "null") by
-// some runtimes and opened in the current directory.
-function checkPath(path: unknown, what: string): string {
-  if (typeof path !== "string" || path === "" || path.includes("\0")) {
-    throw new TypeError(
-      `${what}: 'path' must be a non-empty string without NUL, got ${
-        typeof path === "string" ? JSON.stringify(path) : typeof path
-      }`,
-    );
-  }
-  return path;
 }
 
 // Opens and locks `path`, then writes `content`; throws LockError if it is
@@ -305,7 +242,7 @@ export class SimpleLockFile implements Disposable {
   constructor(path: string) {
     const template = pendingTemplate;
     pendingTemplate = undefined;
-    this.path = checkPath(path, "Cannot lock");
+    this.path = checkPath(path, "lock");
     this.#file = acquire(path, template);
   }
 
@@ -403,7 +340,9 @@ export class LockFile extends SimpleLockFile {
    * released.
    */
   constructor(path: string, options: LockFileOptions = {}) {
-    pendingTemplate = parseTemplate(options.contentTemplate ?? DEFAULT_TEMPLATE);
+    pendingTemplate = parseTemplate(
+      checkOptions(options, "lock")?.contentTemplate ?? DEFAULT_TEMPLATE,
+    );
     super(path);
   }
 }
@@ -461,8 +400,10 @@ export interface LockFileInfo extends LockHolder {
  * ```
  */
 export function readLockFile(path: string, options: LockFileOptions = {}): LockFileInfo {
-  const template = parseTemplate(options.contentTemplate ?? DEFAULT_TEMPLATE);
-  const f = rt.openSync(checkPath(path, "Cannot read lock file"), { read: true });
+  const template = parseTemplate(
+    checkOptions(options, "read lock file")?.contentTemplate ?? DEFAULT_TEMPLATE,
+  );
+  const f = rt.openSync(checkPath(path, "read lock file"), { read: true });
   try {
     // /proc/locks answers without locking; the fallback, a shared probe
     // dropped at once, can make a LockFile taken at that instant fail.

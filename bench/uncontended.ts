@@ -24,7 +24,7 @@ const pl = createRequire(import.meta.url)("proper-lockfile") as ProperLockfile;
 
 const lockObj = new Lock(at("class.lock"));
 const openRaw = rt.openSync(at("open.lock"), FLAGS);
-const target: LockTarget = openRaw.file ?? openRaw.fd;
+const target = (openRaw.file ?? openRaw.fd) as LockTarget;
 writeFileSync(at("peer-sync"), "");
 writeFileSync(at("peer-async"), "");
 

@@ -9,5 +9,7 @@ deno check .
 deno lint
 deno fmt --check
 deno doc --lint mod.ts
+# A Bun or Node user's tsc, with only @types/node, type-checks a program that uses the package.
+tsc -p tests/consumer/tsconfig.json
 deno test -A tests/
-deno test -A --doc README.md mod.ts errors.ts filestore.ts lock.ts lockfile.ts _file.ts _runtime.ts
+deno test -A --doc README.md ./*.ts

@@ -48,7 +48,7 @@ add_deno() {
 run deno deno test -A tests/
 add_deno deno
 
-run deno-doc deno test -A --doc README.md mod.ts errors.ts filestore.ts lock.ts lockfile.ts _file.ts _runtime.ts
+run deno-doc deno test -A --doc README.md ./*.ts
 add_deno deno-doc
 
 run bun bun test --timeout 120000 tests/

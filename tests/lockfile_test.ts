@@ -143,8 +143,8 @@ for (const contentTemplate of ["{pidd}", "{}", "{0}", "{pid:>8}", "{PID}", "{pid
   test(`LockFile rejects the template '${contentTemplate}' before touching the disk`, () => {
     using dir = tempDir();
     const path = join(dir.path, "lock");
-    assert.throws(() => new LockFile(path, { contentTemplate }), TypeError);
-    assert.throws(() => readLockFile(path, { contentTemplate }), TypeError);
+    assert.throws(() => new LockFile(path, { contentTemplate }), SyntaxError);
+    assert.throws(() => readLockFile(path, { contentTemplate }), SyntaxError);
     assert.ok(!existsSync(path));
   });
 }
@@ -468,6 +468,6 @@ test("LockFile names 'path' for a value that cannot even be turned into a string
   const path = { toString: [] } as unknown as string;
   assert.throws(
     () => new LockFile(path),
-    /'path' must be a non-empty string without NUL, got object/,
+    /'path' must be a non-empty string without NUL, got an object/,
   );
 });

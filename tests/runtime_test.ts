@@ -6,6 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { rt } from "../_runtime.ts";
+import { lockWait } from "../_wait.ts";
 import { IsADirectory, NotADirectory, NotFound } from "../errors.ts";
 import { runtimeName, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
 
@@ -157,7 +158,7 @@ test(
   },
 );
 
-test("rt.lock() waits without blocking the thread and is handed the lock on release", async () => {
+test("lockWait() waits without blocking the thread and is handed the lock on release", async () => {
   using dir = tempDir();
   const path = join(dir.path, "w.lock");
   const a = open(path);
@@ -165,7 +166,7 @@ test("rt.lock() waits without blocking the thread and is handed the lock on rele
   try {
     assert.equal(rt.tryLockSync(a, true), true);
     let held = false;
-    const waiting = rt.lock(b, true).then(() => held = true);
+    const waiting = lockWait(b, true).then(() => held = true);
     await sleep(100);
     assert.equal(held, false);
     rt.unlockSync(a);
@@ -178,14 +179,14 @@ test("rt.lock() waits without blocking the thread and is handed the lock on rele
   }
 });
 
-test("rt.lock() abandoned by its signal never holds the lock afterwards", async () => {
+test("lockWait() abandoned by its signal never holds the lock afterwards", async () => {
   using dir = tempDir();
   const path = join(dir.path, "ab.lock");
   const holder = open(path);
   assert.equal(rt.tryLockSync(holder, true), true);
   const waiter = open(path);
   const controller = new AbortController();
-  const wait = rt.lock(waiter, true, controller.signal);
+  const wait = lockWait(waiter, true, controller.signal);
   await sleep(50);
   controller.abort(new Error("gave up"));
   await assert.rejects(wait, /gave up/);
@@ -199,13 +200,13 @@ test("rt.lock() abandoned by its signal never holds the lock afterwards", async 
   assert.equal(freeFor(path), true);
 });
 
-test("rt.lock() with an already aborted signal rejects at once and leaves the lock free", async () => {
+test("lockWait() with an already aborted signal rejects at once and leaves the lock free", async () => {
   using dir = tempDir();
   const path = join(dir.path, "pre.lock");
   const holder = open(path);
   assert.equal(rt.tryLockSync(holder, true), true);
   const f = open(path);
-  await assert.rejects(rt.lock(f, true, AbortSignal.abort(new Error("no"))), /no/);
+  await assert.rejects(lockWait(f, true, AbortSignal.abort(new Error("no"))), /no/);
   rt.closeSync(holder);
   await eventually(() => freeFor(path), "the lock is free");
 });
@@ -219,7 +220,7 @@ test("16 waiting locks do not stall fs.promises.readFile", async () => {
   assert.equal(rt.tryLockSync(holder, true), true);
   const files = Array.from({ length: 16 }, () => open(path));
   let granted = 0;
-  const waits = files.map((f) => rt.lock(f, false).then(() => granted++));
+  const waits = files.map((f) => lockWait(f, false).then(() => granted++));
   try {
     await sleep(100);
     const { readFile } = await import("node:fs/promises");

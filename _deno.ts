@@ -1,0 +1,205 @@
+// The runtime layer on Deno: its own file API, whose locks are BSD flock.
+// Deno's types are described here by what is used, so that the package
+// type-checks where the Deno namespace is unknown (a Node user's tsc).
+import * as fs from "node:fs";
+import { mapError, onFile, onPath } from "./_fserror.ts";
+import type { FileInfo, Impl, OpenFlags, RawFile } from "./_runtime.ts";
+
+interface DenoInfo {
+  isFile: boolean;
+  isDirectory: boolean;
+  isSymlink: boolean;
+  size: number;
+  mtime: Date | null;
+  ino: number | null;
+  dev: number;
+  nlink: number | null;
+}
+
+interface DenoFile {
+  read(p: Uint8Array): Promise<number | null>;
+  readSync(p: Uint8Array): number | null;
+  write(p: Uint8Array): Promise<number>;
+  writeSync(p: Uint8Array): number;
+  seek(offset: number, whence: number): Promise<number>;
+  seekSync(offset: number, whence: number): number;
+  truncate(len?: number): Promise<void>;
+  truncateSync(len?: number): void;
+  sync(): Promise<void>;
+  syncSync(): void;
+  statSync(): DenoInfo;
+  lock(exclusive?: boolean): Promise<void>;
+  lockSync(exclusive?: boolean): void;
+  tryLockSync(exclusive?: boolean): boolean;
+  unlockSync(): void;
+  close(): void;
+}
+
+interface DenoOpenOptions {
+  read: boolean;
+  write: boolean;
+  append: boolean;
+  create: boolean;
+  createNew: boolean;
+  truncate: boolean;
+  mode?: number;
+}
+
+interface DenoNamespace {
+  pid: number;
+  hostname(): string;
+  open(path: string, o: DenoOpenOptions): Promise<DenoFile>;
+  openSync(path: string, o: DenoOpenOptions): DenoFile;
+  stat(path: string): Promise<DenoInfo>;
+  statSync(path: string): DenoInfo;
+  lstatSync(path: string): DenoInfo;
+  rename(from: string, to: string): Promise<void>;
+  renameSync(from: string, to: string): void;
+  link(from: string, to: string): Promise<void>;
+  linkSync(from: string, to: string): void;
+  mkdir(path: string, o: { recursive: boolean }): Promise<void>;
+  mkdirSync(path: string, o: { recursive: boolean }): void;
+  readDir(path: string): AsyncIterable<{ name: string }>;
+  readDirSync(path: string): Iterable<{ name: string }>;
+  copyFile(from: string, to: string): Promise<void>;
+  copyFileSync(from: string, to: string): void;
+  FsFile: abstract new (...a: never[]) => DenoFile;
+  errors: { BadResource: abstract new (...a: never[]) => Error };
+}
+
+const SEEK_START = 0;
+
+function infoFromDeno(s: DenoInfo): FileInfo {
+  return {
+    isFile: s.isFile,
+    isDirectory: s.isDirectory,
+    isSymlink: s.isSymlink,
+    size: s.size,
+    mtimeMs: s.mtime?.getTime() ?? 0,
+    ino: s.ino ?? 0,
+    dev: s.dev,
+    nlink: s.nlink ?? 1,
+  };
+}
+
+function denoOptions(flags: OpenFlags): DenoOpenOptions {
+  const o: DenoOpenOptions = {
+    read: flags.read ?? false,
+    write: flags.write ?? false,
+    append: flags.append ?? false,
+    create: flags.create ?? false,
+    createNew: flags.createNew ?? false,
+    truncate: flags.truncate ?? false,
+  };
+  if (flags.mode !== undefined) o.mode = flags.mode;
+  return o;
+}
+
+/** The runtime layer on Deno. */
+export function denoRuntime(): Impl {
+  const D = (globalThis as unknown as { Deno: DenoNamespace }).Deno;
+  const file = (f: RawFile) => f.file as DenoFile;
+  const raw = (path: string, f: DenoFile): RawFile => ({ path, fd: -1, file: f });
+  let hostname: string | undefined;
+  return {
+    name: "deno",
+    pid: D.pid,
+    hostname: () => hostname ??= D.hostname(),
+    openSync: onPath(
+      "open",
+      (path, flags: OpenFlags) => raw(path, D.openSync(path, denoOptions(flags))),
+    ),
+    open: onPath(
+      "open",
+      async (path, flags: OpenFlags) => raw(path, await D.open(path, denoOptions(flags))),
+    ),
+    readSync: onFile("read", (f: RawFile, buf: Uint8Array, position?: number) => {
+      if (position !== undefined) file(f).seekSync(position, SEEK_START);
+      return file(f).readSync(buf) ?? 0;
+    }),
+    read: onFile("read", async (f: RawFile, buf: Uint8Array, position?: number) => {
+      if (position !== undefined) await file(f).seek(position, SEEK_START);
+      return (await file(f).read(buf)) ?? 0;
+    }),
+    writeSync: onFile("write", (f: RawFile, data: Uint8Array, position?: number) => {
+      if (position !== undefined) file(f).seekSync(position, SEEK_START);
+      let done = 0;
+      while (done < data.length) done += file(f).writeSync(data.subarray(done));
+      return done;
+    }),
+    write: onFile("write", async (f: RawFile, data: Uint8Array, position?: number) => {
+      if (position !== undefined) await file(f).seek(position, SEEK_START);
+      let done = 0;
+      while (done < data.length) done += await file(f).write(data.subarray(done));
+      return done;
+    }),
+    truncateSync: onFile("truncate", (f: RawFile, length: number) => file(f).truncateSync(length)),
+    truncate: onFile("truncate", (f: RawFile, length: number) => file(f).truncate(length)),
+    fsyncSync: onFile("fsync", (f: RawFile) => file(f).syncSync()),
+    fsync: onFile("fsync", (f: RawFile) => file(f).sync()),
+    fstatSync: onFile("stat", (f: RawFile) => infoFromDeno(file(f).statSync())),
+    closeSync: onFile("close", (f: RawFile) => {
+      try {
+        file(f).close();
+      } catch (e) {
+        if (!(e instanceof D.errors.BadResource)) throw e;
+      }
+    }),
+    tryLockSync: onFile("lock", (f: RawFile, exclusive: boolean) => file(f).tryLockSync(exclusive)),
+    lockSync: onFile("lock", (f: RawFile, exclusive: boolean) => file(f).lockSync(exclusive)),
+    // Deno waits on its own blocking pool, which needs no preparing.
+    prepareWait() {},
+    startWait(f, exclusive) {
+      const granted = file(f).lock(exclusive).catch((e) =>
+        Promise.reject(mapError(e, "lock", f.path))
+      );
+      return {
+        granted,
+        abandon() {
+          // Closing drops the resource: the descriptor closes, and with it
+          // the lock, as soon as the pending call returns.
+          try {
+            file(f).close();
+          } catch { /* already closed */ }
+          return granted.then(() => {}, () => {});
+        },
+      };
+    },
+    unlockSync: onFile("unlock", (f: RawFile) => file(f).unlockSync()),
+    statSync: onPath("stat", (p) => infoFromDeno(D.statSync(p))),
+    stat: onPath("stat", async (p) => infoFromDeno(await D.stat(p))),
+    lstatSync: onPath("stat", (p) => infoFromDeno(D.lstatSync(p))),
+    renameSync: onPath("rename", (from, to: string) => D.renameSync(from, to)),
+    rename: onPath("rename", (from, to: string) => D.rename(from, to)),
+    linkSync: onPath("link", (from, to: string) => D.linkSync(from, to)),
+    link: onPath("link", (from, to: string) => D.link(from, to)),
+    // Deno.remove() would also remove an empty directory: node:fs's unlink
+    // is unlink(2) in Deno too.
+    unlinkSync: onPath("unlink", (p) => fs.unlinkSync(p)),
+    unlink: onPath("unlink", (p) => fs.promises.unlink(p)),
+    mkdirSync: onPath("mkdir", (p, recursive: boolean) => D.mkdirSync(p, { recursive })),
+    mkdir: onPath("mkdir", (p, recursive: boolean) => D.mkdir(p, { recursive })),
+    readDirSync: onPath("readdir", (p) => Array.from(D.readDirSync(p), (e) => e.name)),
+    readDir: onPath("readdir", async (p) => {
+      const names: string[] = [];
+      for await (const e of D.readDir(p)) names.push(e.name);
+      return names;
+    }),
+    copyFileSync: onPath("copy", (from, to: string, exclusive: boolean) => {
+      // Deno.copyFileSync always replaces, so an exclusive copy goes through
+      // node:fs, which Deno implements with the same system calls.
+      if (exclusive) fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
+      else D.copyFileSync(from, to);
+    }),
+    copyFile: onPath(
+      "copy",
+      (from, to: string, exclusive: boolean) =>
+        exclusive
+          ? fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL)
+          : D.copyFile(from, to),
+    ),
+    adopt(value) {
+      return value instanceof D.FsFile ? raw("<Deno.FsFile>", value) : undefined;
+    },
+  };
+}

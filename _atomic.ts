@@ -6,6 +6,8 @@ import { closeQuietly, unlinkQuietly } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
 import { AlreadyExists, NotFound } from "./errors.ts";
 
+const encoder = new TextEncoder();
+
 /** Options of {@link openAtomic} and {@link openAtomicSync}. */
 export interface OpenAtomicOptions {
   /**
@@ -34,7 +36,10 @@ function* atomic<T>(
   } catch (e) {
     if (!(e instanceof NotFound)) throw e;
   }
-  const temporary = join(dirname(target), `.${basename(target)}.${randomHex(6)}.tmp`);
+  // The temporary name shows whose it is, unless that would pass 255 bytes.
+  const base = basename(target);
+  const prefix = base.length <= 60 || encoder.encode(base).length <= 200 ? `.${base}` : "";
+  const temporary = join(dirname(target), `${prefix}.${randomHex(6)}.tmp`);
   const raw = yield* step("open", temporary, { read: true, write: true, createNew: true, mode });
   const file = wrapFile(raw);
   let result: T;

@@ -14,6 +14,8 @@ interface DenoInfo {
   ino: number | null;
   dev: number;
   nlink: number | null;
+  uid: number | null;
+  mode: number | null;
 }
 
 interface DenoFile {
@@ -47,11 +49,13 @@ interface DenoOpenOptions {
 
 interface DenoNamespace {
   pid: number;
+  uid(): number | null;
   hostname(): string;
   open(path: string, o: DenoOpenOptions): Promise<DenoFile>;
   openSync(path: string, o: DenoOpenOptions): DenoFile;
   stat(path: string): Promise<DenoInfo>;
   statSync(path: string): DenoInfo;
+  lstat(path: string): Promise<DenoInfo>;
   lstatSync(path: string): DenoInfo;
   rename(from: string, to: string): Promise<void>;
   renameSync(from: string, to: string): void;
@@ -59,8 +63,8 @@ interface DenoNamespace {
   linkSync(from: string, to: string): void;
   mkdir(path: string, o: { recursive: boolean }): Promise<void>;
   mkdirSync(path: string, o: { recursive: boolean }): void;
-  readDir(path: string): AsyncIterable<{ name: string }>;
-  readDirSync(path: string): Iterable<{ name: string }>;
+  readDir(path: string): AsyncIterable<{ name: string; isFile: boolean }>;
+  readDirSync(path: string): Iterable<{ name: string; isFile: boolean }>;
   copyFile(from: string, to: string): Promise<void>;
   copyFileSync(from: string, to: string): void;
   FsFile: abstract new (...a: never[]) => DenoFile;
@@ -68,6 +72,11 @@ interface DenoNamespace {
 }
 
 const SEEK_START = 0;
+
+// An error that the runtime layer's mapping turns into IsADirectory.
+function isADirectory(): Error {
+  return Object.assign(new Error("is a directory"), { code: "EISDIR" });
+}
 
 function infoFromDeno(s: DenoInfo): FileInfo {
   return {
@@ -79,6 +88,8 @@ function infoFromDeno(s: DenoInfo): FileInfo {
     ino: s.ino ?? 0,
     dev: s.dev,
     nlink: s.nlink ?? 1,
+    uid: s.uid ?? 0,
+    mode: s.mode ?? 0,
   };
 }
 
@@ -103,6 +114,9 @@ export function denoRuntime(): Impl {
   let hostname: string | undefined;
   return {
     name: "deno",
+    // Deno's open has no O_NOFOLLOW: _open.ts checks by lstat and fstat.
+    noFollow: false,
+    uid: D.uid() ?? undefined,
     pid: D.pid,
     hostname: () => hostname ??= D.hostname(),
     openSync: onPath(
@@ -173,16 +187,33 @@ export function denoRuntime(): Impl {
     rename: onPath("rename", (from, to: string) => D.rename(from, to)),
     linkSync: onPath("link", (from, to: string) => D.linkSync(from, to)),
     link: onPath("link", (from, to: string) => D.link(from, to)),
-    // Deno.remove() would also remove an empty directory: node:fs's unlink
-    // is unlink(2) in Deno too.
-    unlinkSync: onPath("unlink", (p) => fs.unlinkSync(p)),
-    unlink: onPath("unlink", (p) => fs.promises.unlink(p)),
+    // Deno.remove() would remove an empty directory, and so does node:fs's
+    // unlink in Deno (it falls back to rmdir): a directory is refused here
+    // first, as unlink(2) refuses it on Bun and Node.
+    unlinkSync: onPath("unlink", (p) => {
+      if (D.lstatSync(p).isDirectory) throw isADirectory();
+      fs.unlinkSync(p);
+    }),
+    unlink: onPath("unlink", async (p) => {
+      if ((await D.lstat(p)).isDirectory) throw isADirectory();
+      await fs.promises.unlink(p);
+    }),
     mkdirSync: onPath("mkdir", (p, recursive: boolean) => D.mkdirSync(p, { recursive })),
     mkdir: onPath("mkdir", (p, recursive: boolean) => D.mkdir(p, { recursive })),
     readDirSync: onPath("readdir", (p) => Array.from(D.readDirSync(p), (e) => e.name)),
     readDir: onPath("readdir", async (p) => {
       const names: string[] = [];
       for await (const e of D.readDir(p)) names.push(e.name);
+      return names;
+    }),
+    // Deno's entries carry the type, from an lstat where the listing lacks it.
+    readFilesSync: onPath(
+      "readdir",
+      (p) => Array.from(D.readDirSync(p)).filter((e) => e.isFile).map((e) => e.name),
+    ),
+    readFiles: onPath("readdir", async (p) => {
+      const names: string[] = [];
+      for await (const e of D.readDir(p)) if (e.isFile) names.push(e.name);
       return names;
     }),
     copyFileSync: onPath("copy", (from, to: string, exclusive: boolean) => {

@@ -12,7 +12,8 @@ import {
 } from "./_check.ts";
 import { OpenFile, wrapFile } from "./_file.ts";
 import { closeQuietly, type OpenFlags, type RawFile, rt } from "./_runtime.ts";
-import { settled } from "./_steps.ts";
+import { openFile } from "./_open.ts";
+import { runSync, settled } from "./_steps.ts";
 import { MAX_TIMER, share, waitForLock, type WaitRules } from "./_wait.ts";
 import { AlreadyLocked, type LockHolder } from "./errors.ts";
 
@@ -113,7 +114,7 @@ export function openAndTry(
   flags: OpenFlags,
   exclusive: boolean,
 ): { raw: RawFile; held: boolean } {
-  const raw = rt.openSync(path, flags);
+  const raw = runSync(openFile(path, flags));
   try {
     return { raw, held: rt.tryLockSync(raw, exclusive) };
   } catch (e) {
@@ -138,7 +139,7 @@ const MODES: readonly LockMode[] = ["a", "w", "r+"];
 /** How each mode opens the file. */
 export const OPEN_FLAGS: Record<LockMode, OpenFlags> = {
   "a": { read: true, append: true, create: true },
-  "w": { read: true, write: true, create: true },
+  "w": { read: true, write: true, create: true, single: true },
   "r+": { read: true, write: true },
 };
 
@@ -187,9 +188,16 @@ export class Held {
 
 let setKind!: (lock: Lock, kind: Kind) => void;
 
+let setHook!: (lock: Lock, hook: (file: OpenFile) => void) => void;
+
 /** Makes `lock` a lock of another kind: for the subclasses, right after `super()`. */
 export function setLockKind(lock: Lock, kind: Kind): void {
   setKind(lock, kind);
+}
+
+/** Calls `hook` with the handle each time an acquire of `lock` succeeds (RLock counts so). */
+export function onLockAcquired(lock: Lock, hook: (file: OpenFile) => void): void {
+  setHook(lock, hook);
 }
 
 /** The refusal of a lock at `path`, naming the holder where known. */
@@ -240,10 +248,14 @@ export class Lock implements AsyncDisposable, Disposable {
   #name: string;
   #held = new Held();
   #pending: Promise<OpenFile> | undefined;
+  #onAcquired: ((file: OpenFile) => void) | undefined;
 
   static {
     setKind = (lock, kind) => {
       lock.#kind = kind;
+    };
+    setHook = (lock, hook) => {
+      lock.#onAcquired = hook;
     };
   }
 
@@ -328,24 +340,32 @@ export class Lock implements AsyncDisposable, Disposable {
    * ```
    */
   async acquire(overrides?: AcquireOptions): Promise<OpenFile> {
-    if (this.#held.file !== undefined) return this.#held.file;
+    if (this.#held.file !== undefined) return this.#counted(this.#held.file);
     const s = settingsOf(this.#settings, overrides, `acquire ${this.#name}`);
     if (s.signal?.aborted) throw s.signal.reason;
     if (this.#pending !== undefined) {
-      return await share(
+      const shared = await share(
         this.#pending,
         s,
         (waited) => refusal(this.#path, this.#holder(), waited),
       );
+      return this.#counted(shared);
     }
     const first = this.#attempt();
-    if (first instanceof OpenFile) return first;
+    if (first instanceof OpenFile) return this.#counted(first);
     this.#pending = this.#wait(s, performance.now(), first);
     try {
-      return await this.#pending;
+      return this.#counted(await this.#pending);
     } finally {
       this.#pending = undefined;
     }
+  }
+
+  // Tells the subclass's hook (RLock's count) of each successful acquire,
+  // in the same turn as the acquire completes, before anyone can release.
+  #counted(file: OpenFile): OpenFile {
+    this.#onAcquired?.(file);
+    return file;
   }
 
   async #wait(s: Settings, start: number, raw: RawFile | undefined): Promise<OpenFile> {

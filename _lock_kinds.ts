@@ -6,30 +6,39 @@ import {
   type Kind,
   Lock,
   type LockOptions,
+  onLockAcquired,
   OPEN_FLAGS,
   plainKind,
   setLockKind,
 } from "./_lock.ts";
 import type { OpenFile } from "./_file.ts";
-import { rt } from "./_runtime.ts";
-import { settled } from "./_steps.ts";
+import { type RawFile, rt } from "./_runtime.ts";
+import { openFile } from "./_open.ts";
+import { runSync, settled } from "./_steps.ts";
 import { LockException, NotFound } from "./errors.ts";
+
+// Whether `path` still names the file that `raw` holds open (lstat: a link
+// put in its place is not it).
+function stillAt(raw: RawFile, path: string): boolean {
+  const held = rt.fstatSync(raw);
+  try {
+    const now = rt.lstatSync(path);
+    return now.ino === held.ino && now.dev === held.dev;
+  } catch (e) {
+    if (e instanceof NotFound) return false;
+    throw e;
+  }
+}
 
 const temporaryKind: Kind = {
   ...plainKind,
-  check(raw, path) {
-    const held = rt.fstatSync(raw);
-    try {
-      const now = rt.statSync(path);
-      return now.ino === held.ino && now.dev === held.dev;
-    } catch (e) {
-      if (e instanceof NotFound) return false;
-      throw e;
-    }
-  },
-  leave(_raw, path) {
+  check: stillAt,
+  leave(raw, path) {
     // Unlinked while still locked, so that whoever locks the old inode next
-    // sees it is gone (check) and starts again on a new file.
+    // sees it is gone (check) and starts again on a new file; and only if
+    // the path still names the file held: a file put in its place since is
+    // somebody else's.
+    if (!stillAt(raw, path)) return;
     try {
       rt.unlinkSync(path);
     } catch (e) {
@@ -51,7 +60,7 @@ const pidKind: Kind = {
   },
   holder(path) {
     try {
-      const raw = rt.openSync(path, { read: true });
+      const raw = runSync(openFile(path, { read: true }));
       try {
         const buf = new Uint8Array(32);
         const n = rt.readSync(raw, buf, 0);
@@ -98,6 +107,28 @@ const pidKind: Kind = {
  */
 export class RLock extends Lock {
   #count = 0;
+  #file: OpenFile | undefined;
+
+  /**
+   * Makes a re-entrant lock on `path`; see {@link Lock}.
+   *
+   * @param path The file to lock.
+   * @param options The mode, the waiting rules and whether it is shared.
+   * @throws {TypeError} `path` is not a string, or an option has the wrong type.
+   * @throws {RangeError} `path` is empty, or an option is out of range.
+   */
+  constructor(path: string, options: LockOptions = {}) {
+    super(path, options);
+    // Counted as the acquire completes, so that a release in between sees it.
+    onLockAcquired(this, (file) => {
+      if (file === this.#file) {
+        this.#count++;
+      } else {
+        this.#file = file;
+        this.#count = 1;
+      }
+    });
+  }
 
   /** How many acquisitions are not yet released. */
   get count(): number {
@@ -131,11 +162,8 @@ export class RLock extends Lock {
    * }
    * ```
    */
-  override async acquire(overrides?: AcquireOptions): Promise<OpenFile> {
-    if (!this.locked) this.#count = 0;
-    const file = await super.acquire(overrides);
-    this.#count++;
-    return file;
+  override acquire(overrides?: AcquireOptions): Promise<OpenFile> {
+    return super.acquire(overrides);
   }
 
   /**

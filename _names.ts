@@ -1,13 +1,14 @@
 // Names in a FileStore: the unique names that put() delivers under, and the
 // check that a caller's name is one safe path component.
 import { invalid } from "./_check.ts";
-import { rt } from "./_runtime.ts";
+import { onWindows, rt } from "./_runtime.ts";
 
 const encoder = new TextEncoder();
 
 /**
  * A name that is safe to join to an area's directory: one path component,
- * never "." or "..", no NUL, no backslash, at most 255 bytes. With
+ * never "." or "..", no NUL, at most 255 bytes (and no backslash on
+ * Windows, where it separates paths). With
  * `acceptPath`, a full path stands for its last component.
  */
 export function checkName(value: unknown, what: string, acceptPath: boolean): string {
@@ -18,7 +19,7 @@ export function checkName(value: unknown, what: string, acceptPath: boolean): st
     ? (value === "" ? "it is empty" : "it ends with a path separator")
     : name === "." || name === ".."
     ? "it is '.' or '..'"
-    : name.includes("/") || name.includes("\\")
+    : name.includes("/") || (onWindows && name.includes("\\"))
     ? "it contains a path separator"
     : name.includes("\0")
     ? "it contains a NUL character"

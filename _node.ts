@@ -25,7 +25,28 @@ function infoFromNode(s: fs.Stats): FileInfo {
     ino: s.ino,
     dev: s.dev,
     nlink: s.nlink,
+    uid: s.uid,
+    mode: s.mode,
   };
+}
+
+// The regular files among a directory's entries. A file system that does
+// not say an entry's type in the listing (every is*() false) gets an lstat.
+function fileNames(dir: string, entries: fs.Dirent[]): string[] {
+  const names: string[] = [];
+  for (const e of entries) {
+    if (e.isFile()) {
+      names.push(e.name);
+    } else if (
+      !e.isDirectory() && !e.isSymbolicLink() && !e.isFIFO() && !e.isSocket() &&
+      !e.isCharacterDevice() && !e.isBlockDevice()
+    ) {
+      try {
+        if (fs.lstatSync(`${dir}/${e.name}`).isFile()) names.push(e.name);
+      } catch { /* gone meanwhile */ }
+    }
+  }
+  return names;
 }
 
 /** The runtime layer on Bun and Node: node:fs, and flock through an FFI. */
@@ -36,7 +57,8 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
     (f.create || f.createNew ? C.O_CREAT : 0) |
     (f.createNew ? C.O_EXCL : 0) |
     (f.truncate ? C.O_TRUNC : 0) |
-    (f.append ? C.O_APPEND : 0);
+    (f.append ? C.O_APPEND : 0) |
+    (f.noFollow ? (C.O_NOFOLLOW ?? 0) | (C.O_NONBLOCK ?? 0) : 0);
   const raw = (path: string, fd: number): RawFile => ({ path, fd, file: undefined });
   const P = fs.promises;
   // Callback-style calls on a numeric descriptor, as promises.
@@ -55,6 +77,8 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
   let hostname: string | undefined;
   return {
     name,
+    noFollow: C.O_NOFOLLOW !== undefined,
+    uid: process.geteuid?.(),
     pid: process.pid,
     hostname: () => hostname ??= os.hostname(),
     openSync: onPath(
@@ -142,6 +166,14 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
       async (p, recursive: boolean) => void await P.mkdir(p, { recursive }),
     ),
     readDirSync: onPath("readdir", (p) => fs.readdirSync(p)),
+    readFilesSync: onPath(
+      "readdir",
+      (p) => fileNames(p, fs.readdirSync(p, { withFileTypes: true })),
+    ),
+    readFiles: onPath(
+      "readdir",
+      async (p) => fileNames(p, await P.readdir(p, { withFileTypes: true })),
+    ),
     readDir: onPath("readdir", (p) => P.readdir(p)),
     copyFileSync: onPath(
       "copy",

@@ -27,6 +27,13 @@ export interface OpenFlags {
   truncate?: boolean;
   /** Permission bits for a created file. */
   mode?: number;
+  /**
+   * Fail with ELOOP rather than follow a symbolic link at the path, and do
+   * not wait at a FIFO; honoured where `Runtime.noFollow` says so.
+   */
+  noFollow?: boolean;
+  /** Refuse a file with more than one name (hard link): it is about to be overwritten (_open.ts). */
+  single?: boolean;
 }
 
 /**
@@ -69,6 +76,10 @@ export interface FileInfo {
   dev: number;
   /** The number of hard links to the file. */
   nlink: number;
+  /** The owner's user id (0 where the platform has none). */
+  uid: number;
+  /** The type and permission bits, as stat(2)'s `st_mode` (0 where the platform has none). */
+  mode: number;
 }
 
 /** An open file of the runtime: a numeric descriptor, or Deno's file object in `file`. */
@@ -94,6 +105,10 @@ export interface BlockedWait {
 /** The file operations and locks that the public modules need. */
 export interface Runtime {
   readonly name: RuntimeName;
+  /** Whether `open` honours `OpenFlags.noFollow` (O_NOFOLLOW); elsewhere _open.ts checks. */
+  readonly noFollow: boolean;
+  /** The effective user id, or undefined where there is none (Windows). */
+  readonly uid: number | undefined;
   readonly pid: number;
   hostname(): string;
   openSync(path: string, flags: OpenFlags): RawFile;
@@ -129,6 +144,9 @@ export interface Runtime {
   mkdirSync(path: string, recursive: boolean): void;
   mkdir(path: string, recursive: boolean): Promise<void>;
   readDirSync(path: string): string[];
+  /** The names of the regular files in a directory: no links, directories, FIFOs. */
+  readFilesSync(path: string): string[];
+  readFiles(path: string): Promise<string[]>;
   readDir(path: string): Promise<string[]>;
   /** Copies a file; `exclusive` refuses an existing target. */
   copyFileSync(from: string, to: string, exclusive: boolean): void;
@@ -151,6 +169,10 @@ export type Impl = Omit<Runtime, "flockHolders" | "fsyncDirSync" | "fsyncDir">;
 
 /** The running runtime's name. */
 export const runtimeName: RuntimeName = detect();
+
+/** Whether this is Windows, where a backslash separates paths too. */
+export const onWindows: boolean =
+  (globalThis as { process?: { platform?: string } }).process?.platform === "win32";
 
 const impl: Impl = runtimeName === "deno" ? denoRuntime() : nodeRuntime(runtimeName);
 

@@ -13,7 +13,8 @@ import {
   settingsOf,
 } from "./_lock.ts";
 import { closeQuietly, type OpenFlags, type RawFile, rt } from "./_runtime.ts";
-import { settled } from "./_steps.ts";
+import { openFile } from "./_open.ts";
+import { runSync, settled } from "./_steps.ts";
 import { share, waitForLock } from "./_wait.ts";
 import { AlreadyLocked } from "./errors.ts";
 
@@ -176,7 +177,7 @@ export class BoundedSemaphore implements AsyncDisposable, Disposable {
   }
 
   #open(index: number): RawFile {
-    return rt.openSync(this.pathOf(index), SLOT_FLAGS);
+    return runSync(openFile(this.pathOf(index), SLOT_FLAGS));
   }
 
   // Locks slot `index` if it is free; the open file if so.

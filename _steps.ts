@@ -24,8 +24,12 @@ const ops = {
   unlink: [rt.unlinkSync, rt.unlink],
   mkdir: [rt.mkdirSync, rt.mkdir],
   readDir: [rt.readDirSync, rt.readDir],
+  readFiles: [rt.readFilesSync, rt.readFiles],
   stat: [rt.statSync, rt.stat],
   lstat: [rt.lstatSync, rt.lstatSync],
+  fstat: [rt.fstatSync, rt.fstatSync],
+  truncate: [rt.truncateSync, rt.truncate],
+  read: [rt.readSync, rt.read],
   copyFile: [rt.copyFileSync, rt.copyFile],
   fsyncDir: [rt.fsyncDirSync, rt.fsyncDir],
   // A caller's callback result: awaited by the async twin, refused (with

@@ -139,6 +139,24 @@ export class IsADirectory extends FsError {}
 export class NotADirectory extends FsError {}
 
 /**
+ * The path is not a regular file where the package needs one, or has other
+ * names that it would write through: a symbolic link (`ELOOP`: the package
+ * never follows a link at a path it locks or stores), a FIFO, a device or a
+ * socket (`EFTYPE`), or a file with more than one hard link that it was about
+ * to truncate or overwrite (`EMLINK`). Nothing was changed.
+ *
+ * @example Usage
+ * ```ts
+ * import { FsError, NotAFile } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new NotAFile("ELOOP", "open", "/tmp/x.lock", "it is a symbolic link");
+ * assert.ok(error instanceof FsError);
+ * ```
+ */
+export class NotAFile extends FsError {}
+
+/**
  * The file system is full, or the user's quota is used up (`ENOSPC`,
  * `EDQUOT`, `EFBIG`).
  *

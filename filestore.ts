@@ -41,8 +41,10 @@ import { checkName, uniqueName } from "./_names.ts";
 import { MAX_TIMER } from "./_wait.ts";
 import { closeQuietly, unlinkQuietly } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
+import { openFile } from "./_open.ts";
+import { checkStore, copyNoReplace, moveNoReplace } from "./_store_dir.ts";
 import { watchDir } from "./_watch.ts";
-import { NotFound } from "./errors.ts";
+import { AlreadyExists, NotFound } from "./errors.ts";
 
 export { OpenFile } from "./_file.ts";
 export type { FileInfo } from "./_runtime.ts";
@@ -171,6 +173,8 @@ export class FileStore {
   // Names from the last reading of `new` that claim() has not tried yet.
   #backlog: string[] = [];
   #next = 0;
+  // Whether checkStore() has passed on the existing directory.
+  #checked = false;
 
   /**
    * Makes a store for the directory `path`; nothing happens on the disk
@@ -196,6 +200,12 @@ export class FileStore {
     const permissions = checkOptions(options, what)?.permissions;
     this.#path = resolve(checkPath(path, what));
     this.#permissions = checkPermissions(permissions, what, "permissions") ?? 0o666;
+    this.#checked = runSync(checkStore(this.#path, AREAS));
+  }
+
+  // Every operation that touches the areas starts here.
+  *#check(): Steps<void> {
+    if (!this.#checked) this.#checked = yield* checkStore(this.#path, AREAS);
   }
 
   /**
@@ -275,7 +285,10 @@ export class FileStore {
   }
 
   *#prepare(): Steps<void> {
+    // Checked before anything is made in it, and again once it all exists.
+    yield* checkStore(this.#path, AREAS);
     for (const area of AREAS) yield* step("mkdir", `${this.#path}/${area}`, true);
+    this.#checked = yield* checkStore(this.#path, AREAS);
   }
 
   /**
@@ -339,7 +352,8 @@ export class FileStore {
       "w",
       "wx",
     ]);
-    const file = yield* step("open", this.#in("tmp", checked), {
+    if (!this.#checked) yield* this.#check();
+    const file = yield* openFile(this.#in("tmp", checked), {
       read: true,
       write: true,
       create: mode === "w",
@@ -398,6 +412,7 @@ export class FileStore {
 
   *#list(area: Area): Steps<string[]> {
     checkArea(area, "list", "area");
+    if (!this.#checked) yield* this.#check();
     const names = yield* step("readDir", `${this.#path}/${area}`);
     return names.sort().map((name) => this.#in(area, name));
   }
@@ -461,7 +476,8 @@ export class FileStore {
     checkArea(to, "move", "to");
     const checked = checkName(name, "move", true);
     const target = this.#in(to, checked);
-    yield* step("rename", this.#in(from, checked), target);
+    if (!this.#checked) yield* this.#check();
+    yield* moveNoReplace(this.#in(from, checked), target);
     return target;
   }
 
@@ -528,15 +544,10 @@ export class FileStore {
     checkArea(to, "copy", "to");
     const checked = checkName(name, "copy", true);
     const target = this.#in(to, checked);
+    if (!this.#checked) yield* this.#check();
     // A hidden name that cleanup() removes if this process dies before the end.
     const staging = this.#in("tmp", `.copy-${uniqueName()}`);
-    yield* step("copyFile", this.#in(from, checked), staging, true);
-    try {
-      // link(2), unlike rename(2), refuses an existing target.
-      yield* step("link", staging, target);
-    } finally {
-      unlinkQuietly(staging);
-    }
+    yield* copyNoReplace(this.#in(from, checked), staging, target, this.#permissions);
     return target;
   }
 
@@ -590,7 +601,9 @@ export class FileStore {
 
   *#remove(name: string, area: Area): Steps<void> {
     checkArea(area, "remove", "area");
-    yield* step("unlink", this.#in(area, checkName(name, "remove", true)));
+    const path = this.#in(area, checkName(name, "remove", true));
+    if (!this.#checked) yield* this.#check();
+    yield* step("unlink", path);
   }
 
   /**
@@ -656,6 +669,8 @@ export class FileStore {
     const name = uniqueName();
     const staging = this.#in("tmp", name);
     const target = this.#in("new", name);
+    if (!this.#checked) yield* this.#check();
+    // O_EXCL: never through a link, never over a file.
     const file = yield* step("open", staging, {
       write: true,
       createNew: true,
@@ -739,23 +754,34 @@ export class FileStore {
   *#claim(options: ClaimOptions | undefined): Steps<string | null> {
     let fresh = false;
     if (checkBoolean(checkOptions(options, "claim")?.rescan, "claim", "rescan")) this.#backlog = [];
+    if (!this.#checked) yield* this.#check();
     for (;;) {
       if (this.#next >= this.#backlog.length) {
         if (fresh) break;
-        this.#backlog = (yield* step("readDir", `${this.#path}/new`)).sort();
+        // Regular files only: a link, directory or FIFO in `new` is left there.
+        this.#backlog = (yield* step("readFiles", `${this.#path}/new`)).sort();
         this.#next = 0;
         fresh = true;
       }
-      // Taken before the rename, so that concurrent claims in this process
+      // Taken before the move, so that concurrent claims in this process
       // try different names.
       const name = this.#backlog[this.#next++]!;
+      const source = this.#in("new", name);
       const target = this.#in("cur", name);
       try {
-        yield* step("rename", this.#in("new", name), target);
-        return target;
+        yield* moveNoReplace(source, target);
       } catch (e) {
-        if (!(e instanceof NotFound)) throw e;
+        // Another consumer won the race, or another file already has the
+        // name in `cur`: this one waits in `new` until the name is free.
+        if (e instanceof NotFound || e instanceof AlreadyExists) continue;
+        throw e;
       }
+      // What was listed as a regular file may have been replaced by a link
+      // since: that is never handed out, but put back.
+      if ((yield* step("lstat", target)).isFile) return target;
+      try {
+        yield* moveNoReplace(target, source);
+      } catch { /* then it stays in cur, still not handed out */ }
     }
     // Every rename failed: another consumer won each race, unless `cur`
     // itself is gone, which must not pass for an empty queue.
@@ -807,6 +833,7 @@ export class FileStore {
    */
   watch(area: Area, options?: WatchOptions): AsyncIterableIterator<string> {
     checkArea(area, "watch", "area");
+    if (!this.#checked) runSync(this.#check());
     const o = checkOptions(options, "watch");
     const signal = o?.signal;
     // Timers take at most 2^31-1 ms (and fire at once above it), and the
@@ -883,10 +910,13 @@ export class FileStore {
     ) ?? DEFAULT_OLDER_THAN;
     const limit = Date.now() - olderThan;
     const removed: string[] = [];
-    for (const name of (yield* step("readDir", `${this.#path}/tmp`)).sort()) {
+    if (!this.#checked) yield* this.#check();
+    // Regular files only; a link is judged by its own time, never its target's.
+    for (const name of (yield* step("readFiles", `${this.#path}/tmp`)).sort()) {
       const path = this.#in("tmp", name);
       try {
-        if ((yield* step("stat", path)).mtimeMs >= limit) continue;
+        const info = yield* step("lstat", path);
+        if (!info.isFile || info.mtimeMs >= limit) continue;
         yield* step("unlink", path);
         removed.push(path);
       } catch (e) {

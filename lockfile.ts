@@ -24,7 +24,9 @@
  * @module
  */
 import { checkOptions, checkPath, invalid } from "./_check.ts";
+import { openFile } from "./_open.ts";
 import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
+import { runSync } from "./_steps.ts";
 import { LockError, type LockHolder } from "./errors.ts";
 
 // zc.lockfile's error, for users of this entry point alone; it is an
@@ -164,7 +166,7 @@ function readContent(f: RawFile): string {
 // is held, so that a refused attempt leaves the holder's content alone.
 function acquire(path: string, template: Template | undefined): RawFile {
   const content = template && contentBytes(template);
-  const f = rt.openSync(path, { read: true, write: true, create: true });
+  const f = runSync(openFile(path, { read: true, write: true, create: true, single: true }));
   try {
     if (!rt.tryLockSync(f, true)) {
       const holder = parseHolder(readContent(f), template ?? parseTemplate(DEFAULT_TEMPLATE));
@@ -403,7 +405,7 @@ export function readLockFile(path: string, options: LockFileOptions = {}): LockF
   const template = parseTemplate(
     checkOptions(options, "read lock file")?.contentTemplate ?? DEFAULT_TEMPLATE,
   );
-  const f = rt.openSync(checkPath(path, "read lock file"), { read: true });
+  const f = runSync(openFile(checkPath(path, "read lock file"), { read: true }));
   try {
     // /proc/locks answers without locking; the fallback, a shared probe
     // dropped at once, can make a LockFile taken at that instant fail.

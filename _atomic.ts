@@ -2,9 +2,10 @@
 import { basename, dirname, join } from "node:path";
 import { checkFunction, checkOptions, checkPath, checkPermissions, randomHex } from "./_check.ts";
 import { type OpenFile, wrapFile } from "./_file.ts";
-import { closeQuietly, unlinkQuietly } from "./_runtime.ts";
+import { linkVerified, openFile, unlinkIfSame } from "./_open.ts";
+import { closeQuietly, type FileInfo } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
-import { AlreadyExists, NotFound } from "./errors.ts";
+import { AlreadyExists, NotAFile, NotFound } from "./errors.ts";
 
 const encoder = new TextEncoder();
 
@@ -43,15 +44,23 @@ function* atomic<T>(
   const raw = yield* step("open", temporary, { read: true, write: true, createNew: true, mode });
   const file = wrapFile(raw);
   let result: T;
+  let identity: FileInfo | undefined;
   try {
+    identity = yield* step("fstat", raw);
     result = (yield* step(
       "settle",
       write(file),
       "Cannot open atomically: 'write' returned a promise, which openAtomicSync cannot wait for: use openAtomic",
     )) as T;
     if (file.closed) {
-      const again = yield* step("open", temporary, { read: true });
+      // `write` closed it: open it again to flush it, never through a link,
+      // and only if it is still the file made here.
+      const again = yield* openFile(temporary, { read: true });
       try {
+        const now = yield* step("fstat", again);
+        if (now.dev !== identity.dev || now.ino !== identity.ino) {
+          throw new NotAFile("EAGAIN", "open", temporary, "it was replaced by another file");
+        }
         yield* step("fsync", again);
       } finally {
         closeQuietly(again);
@@ -60,13 +69,13 @@ function* atomic<T>(
       yield* step("fsync", raw);
       file.closeSync();
     }
-    yield* step("link", temporary, target);
+    yield* linkVerified(temporary, target, identity);
   } catch (e) {
     file.closeSync();
-    unlinkQuietly(temporary);
+    if (identity !== undefined) yield* unlinkIfSame(temporary, identity);
     throw e;
   }
-  yield* step("unlink", temporary);
+  yield* unlinkIfSame(temporary, identity);
   yield* step("fsyncDir", dirname(target));
   return result;
 }

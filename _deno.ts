@@ -112,11 +112,28 @@ export function denoRuntime(): Impl {
   const file = (f: RawFile) => f.file as DenoFile;
   const raw = (path: string, f: DenoFile): RawFile => ({ path, fd: -1, file: f });
   let hostname: string | undefined;
+  let uid: number | undefined | null = null;
   return {
     name: "deno",
     // Deno's open has no O_NOFOLLOW: _open.ts checks by lstat and fstat.
     noFollow: false,
-    uid: D.uid() ?? undefined,
+    uid() {
+      // Deno.uid() needs --allow-sys; /proc/self belongs to this process's
+      // effective user too, and needs only --allow-read.
+      if (uid === null) {
+        try {
+          uid = D.uid() ?? undefined;
+        } catch {
+          try {
+            uid = fs.statSync("/proc/self").uid;
+          } catch {
+            uid = undefined;
+          }
+        }
+      }
+      return uid;
+    },
+    readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
     pid: D.pid,
     hostname: () => hostname ??= D.hostname(),
     openSync: onPath(

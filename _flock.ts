@@ -1,6 +1,7 @@
 // BSD flock(2) for Bun and Node, through an FFI, with blocking waits run on
 // worker threads so that neither the JavaScript thread nor a thread of
 // libuv's pool is ever held by a lock that somebody else has.
+import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type { BlockedWait } from "./_runtime.ts";
@@ -18,8 +19,25 @@ export interface Native {
   readonly EWOULDBLOCK: number;
   readonly EINTR: number;
   readonly via: string;
-  /** libc `_exit`: ends the process without joining its threads. */
-  exit?: (code: number) => void;
+  /**
+   * Interrupting a thread blocked in flock, where it works (Linux): a signal
+   * whose handler is a harmless libc function (getpid) installed without
+   * SA_RESTART makes the blocked call return EINTR.
+   */
+  interrupt?: Interrupt | undefined;
+}
+
+/** The calls that interrupt a blocked flock; see {@link Native.interrupt}. */
+export interface Interrupt {
+  /** The calling thread's pthread_t. */
+  self(): bigint;
+  /** pthread_kill(thread, signal); 0 or an errno. */
+  kill(thread: bigint, signal: number): number;
+  /**
+   * Installs the handler for `signal` unless another one is there:
+   * whether the signal is now this package's.
+   */
+  claim(signal: number): boolean;
 }
 
 // Serialised with Function.prototype.toString into the waiter threads, so it
@@ -94,19 +112,68 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
       },
     };
   }
+  // struct sigaction of glibc and musl on Linux: the handler at 0, the
+  // 128-byte mask at 8, the flags at 136 (0: no SA_RESTART), the restorer,
+  // which sigaction() fills in, at 144.
+  const SIGACTION_SIZE = 152;
+  const FLAGS_AT = 136;
+  const linux = platform === "linux";
+  // Reads the handler of `signal` through `get`, and installs `handler` if
+  // none is there (or it is already this package's) through `set`.
+  const claimWith = (
+    handler: bigint,
+    get: (signal: number, old: Uint8Array) => number,
+    set: (signal: number, action: Uint8Array) => number,
+  ) =>
+  (signal: number): boolean => {
+    const old = new Uint8Array(SIGACTION_SIZE);
+    if (get(signal, old) !== 0) return false;
+    const current = new DataView(old.buffer).getBigUint64(0, true);
+    if (current === handler) return true;
+    if (current !== 0n) return false;
+    const action = new Uint8Array(SIGACTION_SIZE);
+    const view = new DataView(action.buffer);
+    view.setBigUint64(0, handler, true);
+    view.setInt32(FLAGS_AT, 0, true);
+    return set(signal, action) === 0;
+  };
   if (isBun) {
     const ffi = req("bun:ffi");
     const lib = ffi.dlopen(libc, {
       flock: { args: ["i32", "i32"], returns: "i32" },
       [errnoSym]: { args: [], returns: "ptr" },
+      ...(linux
+        ? {
+          pthread_self: { args: [], returns: "u64" },
+          pthread_kill: { args: ["u64", "i32"], returns: "i32" },
+          sigaction: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+          dlopen: { args: ["ptr", "i32"], returns: "ptr" },
+          dlsym: { args: ["ptr", "ptr"], returns: "ptr" },
+        }
+        : {}),
     }).symbols;
     const where = lib[errnoSym]();
+    let interrupt: Interrupt | undefined;
+    if (linux) {
+      const name = new TextEncoder().encode("getpid\0");
+      const getpid = BigInt(lib.dlsym(lib.dlopen(null, 1), ffi.ptr(name)));
+      interrupt = {
+        self: () => BigInt(lib.pthread_self()),
+        kill: (thread, signal) => lib.pthread_kill(thread, signal),
+        claim: claimWith(
+          getpid,
+          (signal, old) => lib.sigaction(signal, null, ffi.ptr(old)),
+          (signal, action) => lib.sigaction(signal, ffi.ptr(action), null),
+        ),
+      };
+    }
     return {
       via: "bun:ffi",
       EWOULDBLOCK,
       EINTR,
       flock: lib.flock,
       errno: () => ffi.read.i32(where, 0),
+      interrupt,
     };
   }
   const builtin = (globalThis as {
@@ -136,7 +203,18 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
           result: "i32",
         },
         [errnoSym]: { arguments: [], return: "pointer", parameters: [], result: "pointer" },
-        _exit: { arguments: ["i32"], return: "void", parameters: ["i32"], result: "void" },
+        ...(linux
+          ? {
+            getpid: { arguments: [], return: "i32", parameters: [], result: "i32" },
+            pthread_self: { arguments: [], return: "u64", parameters: [], result: "u64" },
+            pthread_kill: {
+              arguments: ["u64", "i32"],
+              return: "i32",
+              parameters: ["u64", "i32"],
+              result: "i32",
+            },
+          }
+          : {}),
       }).functions;
     } catch {
       // e.g. ERR_ACCESS_DENIED under --permission without --allow-ffi.
@@ -149,7 +227,30 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
       // Sanity check of the signatures: flock(-1, LOCK_UN) fails with EBADF
       // (9 on Linux and macOS). Otherwise fall through to koffi.
       if (flock(-1, 8) === -1 && errno() === 9) {
-        return { via: "node:ffi", EWOULDBLOCK, EINTR, flock, errno, exit: functions._exit };
+        let interrupt: Interrupt | undefined;
+        try {
+          // sigaction twice, with the buffer in the second or third place.
+          const sig = (args: string[]) =>
+            ffi.dlopen(libc, {
+              sigaction: { arguments: args, return: "i32", parameters: args, result: "i32" },
+            }).functions.sigaction;
+          const read = sig(["i32", "pointer", "buffer"]);
+          const write = sig(["i32", "buffer", "pointer"]);
+          if (linux && functions.getpid.pointer !== undefined) {
+            interrupt = {
+              self: () => BigInt(functions.pthread_self()),
+              kill: (thread, signal) => functions.pthread_kill(thread, signal),
+              claim: claimWith(
+                BigInt(functions.getpid.pointer),
+                (signal, old) => read(signal, 0n, old),
+                (signal, action) => write(signal, action, 0n),
+              ),
+            };
+          }
+        } catch {
+          interrupt = undefined;
+        }
+        return { via: "node:ffi", EWOULDBLOCK, EINTR, flock, errno, interrupt };
       }
     }
   }
@@ -163,13 +264,30 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
     );
   }
   const lib = koffi.load(libc);
+  let interrupt: Interrupt | undefined;
+  if (linux) {
+    const self = lib.func("uint64_t pthread_self()");
+    const kill = lib.func("int pthread_kill(uint64_t, int)");
+    const sigaction = lib.func("int sigaction(int, void *, void *)");
+    const dlopen = lib.func("void *dlopen(const char *, int)");
+    const dlsym = lib.func("void *dlsym(void *, const char *)");
+    interrupt = {
+      self: () => BigInt(self()),
+      kill: (thread, signal) => kill(thread, signal),
+      claim: claimWith(
+        BigInt(koffi.address(dlsym(dlopen(null, 1), "getpid"))),
+        (signal, old) => sigaction(signal, null, old),
+        (signal, action) => sigaction(signal, action, null),
+      ),
+    };
+  }
   return {
     via: "koffi",
     EWOULDBLOCK,
     EINTR,
     flock: lib.func("int flock(int, int)"),
     errno: () => koffi.errno(),
-    exit: lib.func("void _exit(int)"),
+    interrupt,
   };
 }
 
@@ -178,6 +296,12 @@ function loadNative(req: (id: string) => any, koffiId: string | undefined): Nati
 const koffiName = ["kof", "fi"].join("");
 let native: Native | undefined;
 let koffiPath: string | undefined;
+
+// The signal that interrupts a blocked flock: a real-time one that neither
+// Node nor Bun uses (SIGRTMIN+26 in glibc's numbering, then lower ones if a
+// host program has a handler there), undefined where none could be had.
+const SIGNALS = [60, 59, 58, 57, 56];
+let signal: number | undefined;
 
 /** Loads the FFI on first use; throws a clear error when there is none. */
 export function getNative(): Native {
@@ -188,7 +312,13 @@ export function getNative(): Native {
     } catch {
       koffiPath = undefined;
     }
-    native = loadNative(req, koffiPath);
+    const loaded = loadNative(req, koffiPath);
+    try {
+      signal = loaded.interrupt && SIGNALS.find((s) => loaded.interrupt!.claim(s));
+    } catch {
+      signal = undefined;
+    }
+    native = loaded;
   }
   return native;
 }
@@ -203,17 +333,47 @@ export function flockSync(fd: number, op: number): number {
   }
 }
 
+// Each waiter thread shares four words with the main thread: its state
+// (IDLE, BLOCKED while it may be in flock, DONE), a cancel flag, and its
+// pthread_t (in the second half), so that the main thread can interrupt it
+// without waiting for a message, even in an exit listener.
+const STATE = 0;
+const CANCEL = 1;
+// Set once the thread has loaded its FFI: a thread terminated while koffi
+// loads aborts the whole process ("napi_throw" from koffi.load).
+const LOADED = 2;
+const IDLE = 0;
+const BLOCKED = 1;
+const DONE = 2;
+
+// The state is BLOCKED before the cancel flag is read, and the flag is set
+// before the state is read on the other side (sequentially consistent
+// atomics): either the waiter sees the flag and never calls flock, or the
+// canceller sees BLOCKED and signals until the call has returned.
 const workerSource = `
 const { parentPort, workerData } = require("node:worker_threads");
 const native = (${loadNative.toString()})(require, workerData.koffiPath);
+const shared = new Int32Array(workerData.shared, 0, 4);
+if (native.interrupt) new BigUint64Array(workerData.shared, 16, 1)[0] = native.interrupt.self();
+Atomics.store(shared, ${LOADED}, 1);
+Atomics.notify(shared, ${LOADED});
 parentPort.on("message", ({ fd, op }) => {
   let errno = 0;
+  let cancelled = false;
+  Atomics.store(shared, ${STATE}, ${BLOCKED});
   for (;;) {
-    if (native.flock(fd, op) === 0) { errno = 0; break; }
+    if (Atomics.load(shared, ${CANCEL}) === 1) { cancelled = true; break; }
+    if (native.flock(fd, op) === 0) {
+      errno = 0;
+      if (Atomics.load(shared, ${CANCEL}) === 1) { native.flock(fd, 8); cancelled = true; }
+      break;
+    }
     errno = native.errno();
     if (errno !== native.EINTR) break;
   }
-  parentPort.postMessage({ errno });
+  Atomics.store(shared, ${STATE}, ${DONE});
+  Atomics.notify(shared, ${STATE});
+  parentPort.postMessage({ errno, cancelled });
 });
 `;
 
@@ -231,17 +391,85 @@ interface Wait {
 interface Waiter {
   worker: Worker;
   wait: Wait | undefined;
+  shared: Int32Array;
+  thread: BigUint64Array;
+  /** Repeats the interrupt until the waiter has returned. */
+  kicker: ReturnType<typeof setInterval> | undefined;
 }
 
 const idle: Waiter[] = [];
+const busy = new Set<Waiter>();
+// Every waiter thread that is running, busy or idle.
+const threads = new Set<Waiter>();
 const MAX_IDLE = 4;
-let abandonedCount = 0;
-let exitGuard = false;
+
+// Signals `waiter`'s thread if it may be in flock; false once it is not.
+function kick(waiter: Waiter): boolean {
+  if (Atomics.load(waiter.shared, STATE) !== BLOCKED) return false;
+  const thread = waiter.thread[0]!;
+  if (thread !== 0n && signal !== undefined) native!.interrupt!.kill(thread, signal);
+  return true;
+}
+
+// Gives the wait up for real: the waiter returns from flock at once (or
+// never calls it) and reports back. Where no signal could be had, it
+// returns when the holder lets go, and drops what it got.
+function cancel(waiter: Waiter): void {
+  Atomics.store(waiter.shared, CANCEL, 1);
+  if (signal === undefined || !kick(waiter)) return;
+  waiter.kicker ??= setInterval(() => kick(waiter), 1);
+  waiter.kicker.unref?.();
+}
+
+// Waits (spinning where the thread may not wait) until `shared[index]`
+// is no longer `value`, or `until` has passed; `nudge` runs before each look.
+function waitWhile(
+  shared: Int32Array,
+  index: number,
+  value: number,
+  until: number,
+  nudge?: () => void,
+): void {
+  while (Atomics.load(shared, index) === value && performance.now() < until) {
+    nudge?.();
+    try {
+      Atomics.wait(shared, index, value, 1);
+    } catch { /* a thread that may not wait: look again at once */ }
+  }
+}
+
+// At exit, Node joins its worker threads and tears them down: a waiter
+// still in flock would hold the exit until the holder lets go, and one
+// that is still loading koffi aborts the process. So this listener lets
+// the threads that are loading finish (tens of milliseconds, only in a
+// program that exits right after it first waited), and gives up the waits
+// still pending, returning once their threads have left flock. It changes
+// nothing else of the exit.
+function settleThreadsSync(): void {
+  for (const waiter of threads) {
+    waitWhile(waiter.shared, LOADED, 0, performance.now() + 2000);
+  }
+  for (const waiter of busy) {
+    Atomics.store(waiter.shared, CANCEL, 1);
+    if (signal === undefined) continue;
+    waitWhile(waiter.shared, STATE, BLOCKED, performance.now() + 100, () => kick(waiter));
+  }
+}
+
+let exitListener = false;
+
+function listenForExit(): void {
+  if (exitListener) return;
+  exitListener = true;
+  (globalThis as { process?: { on(e: "exit", f: () => void): void } }).process?.on(
+    "exit",
+    settleThreadsSync,
+  );
+}
 
 // An abandoned wait's descriptor belongs to the waiter: drop whatever lock
 // the blocked call got, close it, and tell whoever waits for that.
 function settleAbandoned(wait: Wait) {
-  abandonedCount--;
   try {
     wait.release();
   } finally {
@@ -249,30 +477,58 @@ function settleAbandoned(wait: Wait) {
   }
 }
 
-function finish(waiter: Waiter, errno: number) {
+function finish(waiter: Waiter, errno: number, cancelled: boolean) {
   const wait = waiter.wait!;
   waiter.wait = undefined;
+  busy.delete(waiter);
+  if (waiter.kicker !== undefined) clearInterval(waiter.kicker);
+  waiter.kicker = undefined;
   waiter.worker.unref();
   if (idle.length < MAX_IDLE) idle.push(waiter);
   else void waiter.worker.terminate();
   if (wait.abandoned) settleAbandoned(wait);
-  else if (errno === 0) wait.resolve();
+  else if (cancelled) {
+    wait.reject(new Error("The wait for the lock was given up as the thread exits"));
+  } else if (errno === 0) wait.resolve();
   else wait.reject(wait.onError(errno));
 }
 
 function spawnWaiter(): Waiter {
+  const shared = new SharedArrayBuffer(24);
   const worker = new Worker(workerSource, {
     eval: true,
     // The parent's flags (--input-type=module, say) would change how this
     // CommonJS source runs.
     execArgv: [],
-    workerData: { koffiPath },
+    workerData: { koffiPath, shared },
   });
-  const waiter: Waiter = { worker, wait: undefined };
-  worker.on("message", (m: { errno: number }) => finish(waiter, m.errno));
+  listenForExit();
+  starting++;
+  let online = false;
+  const started = () => {
+    if (!online) starting--;
+    online = true;
+  };
+  worker.once("online", started);
+  const waiter: Waiter = {
+    worker,
+    wait: undefined,
+    shared: new Int32Array(shared, 0, 4),
+    thread: new BigUint64Array(shared, 16, 1),
+    kicker: undefined,
+  };
+  threads.add(waiter);
+  worker.once("exit", () => threads.delete(waiter));
+  worker.on(
+    "message",
+    (m: { errno: number; cancelled: boolean }) => finish(waiter, m.errno, m.cancelled),
+  );
   worker.on("error", (error) => {
+    started();
     const wait = waiter.wait;
     waiter.wait = undefined;
+    busy.delete(waiter);
+    if (waiter.kicker !== undefined) clearInterval(waiter.kicker);
     const at = idle.indexOf(waiter);
     if (at >= 0) idle.splice(at, 1);
     if (wait?.abandoned) settleAbandoned(wait);
@@ -281,30 +537,33 @@ function spawnWaiter(): Waiter {
   return waiter;
 }
 
-// A thread blocked in flock cannot be stopped, and Node waits for its worker
-// threads as it exits: an abandoned wait would keep the process alive until
-// the holder lets go (and with four or more of them, process.exit() hangs
-// too). So at exit, with abandoned waits still blocked, this listener runs
-// the exit listeners registered after it and then ends the process with
-// libc _exit, which joins nothing. Output to files and pipes is written
-// synchronously on Linux, so none is lost.
-function guardExit() {
-  if (exitGuard) return;
-  exitGuard = true;
-  const proc = (globalThis as {
-    process?: {
-      on(e: "exit", f: (code: number) => void): void;
-      listeners(e: "exit"): ((code: number) => void)[];
-    };
-  }).process;
-  if (!proc || typeof (globalThis as { Bun?: unknown }).Bun !== "undefined") return;
-  const onExit = (code: number) => {
-    if (abandonedCount === 0 || native?.exit === undefined) return;
-    const later = proc.listeners("exit");
-    for (const listener of later.slice(later.indexOf(onExit) + 1)) listener.call(proc, code);
-    native.exit(code);
-  };
-  proc.on("exit", onExit);
+// Each waiter thread takes descriptors of its own (2 on Bun, 5 on Node
+// here), and a runtime that runs out of them while it starts a thread may
+// die outright (Bun: "ran out of file descriptors"). So a new thread is
+// started only while the descriptor limit leaves room for it and more;
+// otherwise that wait fails with EMFILE, and the process lives on.
+const FDS_PER_THREAD = 8;
+const FDS_SPARE = 16;
+const EMFILE = 24;
+
+// Threads started whose descriptors are not all open yet.
+let starting = 0;
+
+function roomForThread(): boolean {
+  let limit: number;
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m === null) return true;
+    limit = Number(m[1]);
+  } catch {
+    return true;
+  }
+  try {
+    const needed = (starting + 1) * FDS_PER_THREAD + FDS_SPARE;
+    return readdirSync("/proc/self/fd").length + needed <= limit;
+  } catch {
+    return true;
+  }
 }
 
 let warmed = false;
@@ -318,11 +577,17 @@ export function warmWaiter(): void {
   if (warmed) return;
   warmed = true;
   getNative();
-  if (idle.length === 0) {
+  if (idle.length === 0 && roomForThread()) {
     const waiter = spawnWaiter();
     waiter.worker.unref();
     idle.push(waiter);
   }
+}
+
+/** Whether a blocked wait can be given up for real here (Bun and Node on Linux). */
+export function canCancelWaits(): boolean {
+  getNative();
+  return signal !== undefined;
 }
 
 /** Starts flock(fd, op) on a worker thread, so that no JavaScript thread blocks. */
@@ -333,12 +598,18 @@ export function flockWait(
   release: () => void,
 ): BlockedWait {
   getNative();
+  if (idle.length === 0 && !roomForThread()) {
+    return { granted: Promise.reject(onError(EMFILE)), abandon: () => undefined };
+  }
   const waiter = idle.pop() ?? spawnWaiter();
   let wait!: Wait;
   const granted = new Promise<void>((resolve, reject) => {
     wait = { onError, resolve, reject, release, abandoned: false, dropped: undefined };
   });
   waiter.wait = wait;
+  busy.add(waiter);
+  Atomics.store(waiter.shared, CANCEL, 0);
+  Atomics.store(waiter.shared, STATE, IDLE);
   waiter.worker.ref();
   waiter.worker.postMessage({ fd, op });
   return {
@@ -346,10 +617,10 @@ export function flockWait(
     abandon() {
       if (waiter.wait !== wait) return undefined;
       wait.abandoned = true;
-      abandonedCount++;
       waiter.worker.unref();
-      guardExit();
-      return new Promise<void>((resolve) => wait.dropped = resolve);
+      const dropped = new Promise<void>((resolve) => wait.dropped = resolve);
+      cancel(waiter);
+      return dropped;
     },
   };
 }

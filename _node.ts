@@ -78,7 +78,8 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
   return {
     name,
     noFollow: C.O_NOFOLLOW !== undefined,
-    uid: process.geteuid?.(),
+    uid: () => process.geteuid?.(),
+    readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
     pid: process.pid,
     hostname: () => hostname ??= os.hostname(),
     openSync: onPath(

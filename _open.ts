@@ -43,6 +43,22 @@ export function checkSingleName(raw: RawFile, info: FileInfo = rt.fstatSync(raw)
   }
 }
 
+// Deno's open cannot say O_NONBLOCK, and a read-only open of a FIFO that
+// was swapped in after the lstat would wait for a writer for ever; opened
+// for reading and writing, a FIFO does not wait (Linux). So a read-only
+// open is tried that way first, and read-only only where writing is not
+// allowed (then that wait remains possible: README, Security).
+function* openExisting(path: string, flags: OpenFlags): Steps<RawFile> {
+  const existing = { ...flags, create: false, createNew: false };
+  if (flags.write || flags.append) return yield* step("open", path, existing);
+  try {
+    return yield* step("open", path, { ...existing, write: true });
+  } catch (e) {
+    if (!(e instanceof PermissionDenied)) throw e;
+  }
+  return yield* step("open", path, existing);
+}
+
 // Deno: lstat, then open without creating (or create with O_EXCL), then
 // fstat; a path that changed in between is tried again.
 function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
@@ -70,7 +86,7 @@ function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]
     if (!before.isFile) throw notAFile(path, before);
     let raw: RawFile;
     try {
-      raw = yield* step("open", path, { ...flags, create: false, createNew: false });
+      raw = yield* openExisting(path, flags);
     } catch (e) {
       if (e instanceof NotFound) continue;
       throw e;
@@ -127,5 +143,44 @@ export function* openFile(path: string, flags: OpenFlags): Steps<RawFile> {
   } catch (e) {
     closeQuietly(raw);
     throw e;
+  }
+}
+
+/** Whether two stat results name the same file. */
+export function sameFile(a: FileInfo, b: FileInfo): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * Removes `path` if it still names the file `identity` describes: a file
+ * put in its place since is somebody else's, and stays.
+ */
+export function* unlinkIfSame(path: string, identity: FileInfo): Steps<void> {
+  try {
+    if (sameFile(yield* step("lstat", path), identity)) yield* step("unlink", path);
+  } catch { /* gone already, or not ours to remove */ }
+}
+
+/**
+ * Publishes the file that `from` names as `to` with link(2), which never
+ * replaces a file, and checks that what got published is the file
+ * `identity` describes: if somebody swapped `from` for another file or a
+ * link in the meantime, the new name is removed again and the publication
+ * fails. `from` is left in place.
+ */
+export function* linkVerified(from: string, to: string, identity: FileInfo): Steps<void> {
+  yield* step("link", from, to);
+  let published: FileInfo | undefined;
+  try {
+    published = yield* step("lstat", to);
+  } catch { /* checked below */ }
+  if (published === undefined || !sameFile(published, identity)) {
+    yield* unlinkIfSame(to, published ?? identity);
+    throw new NotAFile(
+      "EAGAIN",
+      "link",
+      from,
+      "it was replaced by another file while it was being published",
+    );
   }
 }

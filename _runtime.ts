@@ -107,8 +107,9 @@ export interface Runtime {
   readonly name: RuntimeName;
   /** Whether `open` honours `OpenFlags.noFollow` (O_NOFOLLOW); elsewhere _open.ts checks. */
   readonly noFollow: boolean;
-  /** The effective user id, or undefined where there is none (Windows). */
-  readonly uid: number | undefined;
+  /** The effective user id, or undefined where there is none (Windows) or it may not be read. */
+  uid(): number | undefined;
+  readlinkSync(path: string): string;
   readonly pid: number;
   hostname(): string;
   openSync(path: string, flags: OpenFlags): RawFile;

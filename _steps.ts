@@ -27,6 +27,7 @@ const ops = {
   readFiles: [rt.readFilesSync, rt.readFiles],
   stat: [rt.statSync, rt.stat],
   lstat: [rt.lstatSync, rt.lstatSync],
+  readlink: [rt.readlinkSync, rt.readlinkSync],
   fstat: [rt.fstatSync, rt.fstatSync],
   truncate: [rt.truncateSync, rt.truncate],
   read: [rt.readSync, rt.read],

@@ -1,7 +1,7 @@
 // What keeps a FileStore inside its own files: the store's directory must
 // be one that nobody else can rearrange, its areas real directories, and
 // files move between areas without ever replacing one or following a link.
-import { openFile } from "./_open.ts";
+import { linkVerified, openFile, sameFile, unlinkIfSame } from "./_open.ts";
 import { closeQuietly, type FileInfo, rt, unlinkQuietly } from "./_runtime.ts";
 import { step, type Steps } from "./_steps.ts";
 import {
@@ -15,59 +15,86 @@ import {
 
 const STICKY = 0o1000;
 const WRITABLE_BY_OTHERS = 0o022;
+const WRITABLE_BY_OTHER_USERS = 0o002;
 
 function octal(mode: number): string {
   return `0${(mode & 0o7777).toString(8)}`;
 }
 
+// Whether `info`, a directory on the way to the store or the store itself,
+// is safe from others: theirs to rename entries in only if it is ours or
+// root's and nobody else may write it (or it is sticky, as /tmp is, so
+// that nobody else may rename what is ours in it).
+function unsafeDirectory(info: FileInfo, uid: number | undefined): string | undefined {
+  if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+    return `it belongs to uid ${info.uid}, who could replace what is in it with links; it must be this user's (uid ${uid}) or root's`;
+  }
+  if ((info.mode & WRITABLE_BY_OTHERS) !== 0 && (info.mode & STICKY) === 0) {
+    return `its mode ${
+      octal(info.mode)
+    } lets group or others replace what is in it with links: remove their write permission (chmod go-w) or set the sticky bit`;
+  }
+  return undefined;
+}
+
 /**
- * Checks the store's directory: a real directory (not a link), owned by
- * this user or root, that group and others cannot write (unless it is
- * sticky, as /tmp is: then they cannot rename what is ours). Whoever can
- * write it can replace an area with a link to any directory of ours at any
- * time, which no later check could catch. Then each area that exists must
- * be a real directory. Throws `PermissionDenied` or `NotAFile` naming what
- * it found; returns false, having checked nothing, if there is no
- * directory yet.
+ * Checks the store's directory and every directory on the way to it: each
+ * must be this user's or root's, and not writable by group or others
+ * unless it is sticky (as /tmp is). Whoever can write one of them can
+ * replace the store, or an area, with a link to any directory of ours at
+ * any time, which no later check could catch. A link on the way (such as
+ * /var/run) must be this user's or root's, and the directories it leads to
+ * are checked the same way. Then each area that exists must be a real
+ * directory of this user's or root's that others (beyond the group) cannot
+ * write. Throws `PermissionDenied` or `NotAFile` naming what it found;
+ * returns false if the store's directory does not exist yet (what exists
+ * on the way is checked all the same).
  */
 export function* checkStore(path: string, areas: readonly string[]): Steps<boolean> {
-  let dir: FileInfo;
-  try {
-    dir = yield* step("lstat", path);
-  } catch (e) {
-    if (e instanceof NotFound || e instanceof NotADirectory) return false;
-    throw e;
-  }
   const what = "use as a store";
-  if (dir.isSymlink) {
-    throw new NotAFile("ELOOP", what, path, "it is a symbolic link; give the real directory");
-  }
-  if (!dir.isDirectory) throw new FsError("ENOTDIR", what, path, "not a directory");
-  const uid = rt.uid;
-  if (uid !== undefined) {
-    if (dir.uid !== uid && dir.uid !== 0) {
-      throw new PermissionDenied(
-        "EPERM",
-        what,
-        path,
-        `it belongs to uid ${dir.uid}, who could replace its areas with links; a store's directory must be this user's (uid ${uid}) or root's`,
-      );
-    }
-    if ((dir.mode & WRITABLE_BY_OTHERS) !== 0 && (dir.mode & STICKY) === 0) {
-      throw new PermissionDenied(
-        "EPERM",
-        what,
-        path,
-        `its mode ${
-          octal(dir.mode)
-        } lets group or others replace its areas with links: remove their write permission (chmod go-w) or set the sticky bit`,
-      );
-    }
-  }
-  for (const area of areas) {
+  const uid = rt.uid();
+  const pending = path.split("/").filter((part) => part !== "");
+  let at = "";
+  let hops = 0;
+  // "/" first, then each component; a link is replaced by its target.
+  for (let i = -1; i < pending.length; i++) {
+    const current = i < 0 ? "/" : `${at}/${pending[i]}`;
     let info: FileInfo;
     try {
-      info = yield* step("lstat", `${path}/${area}`);
+      info = yield* step("lstat", current);
+    } catch (e) {
+      if (e instanceof NotFound || e instanceof NotADirectory) return false;
+      throw e;
+    }
+    if (info.isSymlink) {
+      if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+        throw new PermissionDenied(
+          "EPERM",
+          what,
+          current,
+          `the link on the way belongs to uid ${info.uid}, who could point it elsewhere`,
+        );
+      }
+      if (++hops > 40) throw new FsError("ELOOP", what, path, "too many links on the way");
+      const target = yield* step("readlink", current);
+      const rest = pending.slice(i + 1);
+      const base = target.startsWith("/") ? target : `${at}/${target}`;
+      pending.splice(0, pending.length, ...base.split("/").filter((p) => p !== ""), ...rest);
+      at = "";
+      i = -2;
+      continue;
+    }
+    // Not a directory: no store can be there, and every operation will say so.
+    if (!info.isDirectory) return false;
+    const why = unsafeDirectory(info, uid);
+    if (why !== undefined) throw new PermissionDenied("EPERM", what, current, why);
+    at = i < 0 ? "" : current;
+  }
+  for (const area of areas) {
+    const areaPath = `${path}/${area}`;
+    let info: FileInfo;
+    try {
+      info = yield* step("lstat", areaPath);
     } catch (e) {
       if (e instanceof NotFound) continue;
       throw e;
@@ -76,19 +103,33 @@ export function* checkStore(path: string, areas: readonly string[]): Steps<boole
       throw new NotAFile(
         "ELOOP",
         what,
-        `${path}/${area}`,
+        areaPath,
         "the area is a symbolic link, which is never followed",
       );
     }
     if (!info.isDirectory) {
-      throw new FsError("ENOTDIR", what, `${path}/${area}`, "the area is not a directory");
+      throw new FsError("ENOTDIR", what, areaPath, "the area is not a directory");
+    }
+    if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+      throw new PermissionDenied(
+        "EPERM",
+        what,
+        areaPath,
+        `the area belongs to uid ${info.uid}, who could replace it with a link; it must be this user's (uid ${uid}) or root's`,
+      );
+    }
+    if ((info.mode & WRITABLE_BY_OTHER_USERS) !== 0) {
+      throw new PermissionDenied(
+        "EPERM",
+        what,
+        areaPath,
+        `its mode ${
+          octal(info.mode)
+        } lets anybody put and rearrange files in the area: remove others' write permission (chmod o-w); a group may write it`,
+      );
     }
   }
   return true;
-}
-
-function sameFile(a: FileInfo, b: FileInfo): boolean {
-  return a.dev === b.dev && a.ino === b.ino;
 }
 
 /**
@@ -146,9 +187,11 @@ export function* copyNoReplace(
   mode: number,
 ): Steps<void> {
   const source = yield* openFile(from, { read: true });
+  let identity: FileInfo | undefined;
   try {
     const copy = yield* step("open", staging, { write: true, createNew: true, mode });
     try {
+      identity = yield* step("fstat", copy);
       const buffer = new Uint8Array(64 * 1024);
       for (;;) {
         const n = yield* step("read", source, buffer);
@@ -159,14 +202,14 @@ export function* copyNoReplace(
       closeQuietly(copy);
     }
   } catch (e) {
-    unlinkQuietly(staging);
+    if (identity !== undefined) yield* unlinkIfSame(staging, identity);
     throw e;
   } finally {
     closeQuietly(source);
   }
   try {
-    yield* step("link", staging, to);
+    yield* linkVerified(staging, to, identity!);
   } finally {
-    unlinkQuietly(staging);
+    yield* unlinkIfSame(staging, identity!);
   }
 }

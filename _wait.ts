@@ -77,11 +77,13 @@ export function untilAbort<T>(promise: Promise<T>, signal: AbortSignal | undefin
   });
 }
 
-// A given-up wait stays blocked in the kernel until the holder lets go, on
-// a thread of its own. So that a caller retrying with short timeouts does
-// not pile up one such thread per try, later waits on the same file wait
-// for the given-up one to return (and drop its lock) instead of starting
-// another; then they try again. Keyed by device and inode.
+// A given-up wait returns within a millisecond where it can be interrupted
+// (Bun, Node on Linux); elsewhere (Deno) it stays blocked in the kernel
+// until the holder lets go, on a thread of its own. So that a caller
+// retrying with short timeouts does not pile up one such thread per try,
+// later waits on the same file wait for the given-up one to return (and
+// drop its lock) instead of starting another; then they try again. Keyed
+// by device and inode.
 const abandoned = new Map<string, Promise<void>>();
 
 /**

@@ -39,12 +39,12 @@ import {
 import { type OpenFile, wrapFile } from "./_file.ts";
 import { checkName, uniqueName } from "./_names.ts";
 import { MAX_TIMER } from "./_wait.ts";
-import { closeQuietly, unlinkQuietly } from "./_runtime.ts";
+import { closeQuietly, type FileInfo, unlinkQuietly } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
-import { openFile } from "./_open.ts";
+import { openFile, sameFile, unlinkIfSame } from "./_open.ts";
 import { checkStore, copyNoReplace, moveNoReplace } from "./_store_dir.ts";
 import { watchDir } from "./_watch.ts";
-import { AlreadyExists, NotFound } from "./errors.ts";
+import { AlreadyExists, NotAFile, NotFound } from "./errors.ts";
 
 export { OpenFile } from "./_file.ts";
 export type { FileInfo } from "./_runtime.ts";
@@ -676,9 +676,11 @@ export class FileStore {
       createNew: true,
       mode: this.#permissions,
     });
+    let identity: FileInfo;
     try {
       yield* step("write", file, bytes);
       if (sync) yield* step("fsync", file);
+      identity = yield* step("fstat", file);
     } catch (e) {
       closeQuietly(file);
       unlinkQuietly(staging);
@@ -688,8 +690,26 @@ export class FileStore {
       yield* step("close", file);
       yield* step("rename", staging, target);
     } catch (e) {
-      unlinkQuietly(staging);
+      yield* unlinkIfSame(staging, identity);
       throw e;
+    }
+    // A user who may write `tmp` could have swapped the file for another
+    // or a link before the rename: then that is not delivered. (Gone
+    // already is fine: a consumer took it.)
+    let delivered: FileInfo | undefined;
+    try {
+      delivered = yield* step("lstat", target);
+    } catch (e) {
+      if (!(e instanceof NotFound)) throw e;
+    }
+    if (delivered !== undefined && !sameFile(delivered, identity)) {
+      unlinkQuietly(target);
+      throw new NotAFile(
+        "EAGAIN",
+        "rename",
+        staging,
+        "it was replaced by another file before delivery",
+      );
     }
     if (sync) yield* step("fsyncDir", `${this.#path}/new`);
     return target;

@@ -46,9 +46,17 @@ export function killChildren(): void {
 }
 
 /** Starts `script` (a path under the project root) with `runtime`. */
-export function start(runtime: Runtime, script: string, args: string[] = []): Child {
+export function start(
+  runtime: Runtime,
+  script: string,
+  args: string[] = [],
+  env?: Record<string, string>,
+): Child {
   const [bin, argv] = command(runtime, script, args);
-  const child = spawn(bin, argv, { stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(bin, argv, {
+    stdio: ["pipe", "pipe", "pipe"],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
   children.add(child);
   child.on("exit", () => children.delete(child));
   let out = "";

@@ -63,6 +63,13 @@ function sharedDir(kind: "sticky" | "group"): TempDir {
   return dir;
 }
 
+// A directory of root's that nobody may enter but not write, as /srv is.
+function safeDir(): TempDir {
+  const dir = tempDir("security-safe-");
+  chmodSync(dir.path, 0o755);
+  return dir;
+}
+
 // The victim's own files, which nobody may not even read.
 interface Victim extends Disposable {
   readonly dir: string;
@@ -127,7 +134,25 @@ for (const kind of ["sticky", "group"] as const) {
         await s.claim();
       });
       assert.ok(error instanceof PermissionDenied, String(error));
-      assert.match(String(error), /belongs to uid 65534/);
+      // The store's directory is nobody's, or its parent lets a group rename it.
+      assert.match(String(error), /belongs to uid 65534|lets group or others replace/);
+    },
+  );
+
+  test(
+    `1. areas that another user made before the store's owner came are refused (${kind})`,
+    asAnotherUser,
+    async () => {
+      using base = safeDir();
+      using v = victim();
+      const store = join(base.path, "spool");
+      mkdirSync(store);
+      chmodSync(store, kind === "sticky" ? 0o1777 : 0o1775);
+      chownSync(store, 0, NOBODY);
+      asNobody(`mkdir ${store}/tmp ${store}/new ${store}/cur`);
+      const error = await unchanged(v, () => new FileStore(store).prepareSync());
+      assert.ok(error instanceof PermissionDenied, String(error));
+      assert.match(String(error), /the area belongs to uid 65534/);
     },
   );
 
@@ -143,15 +168,15 @@ for (const kind of ["sticky", "group"] as const) {
       chownSync(path, 0, NOBODY);
       const error = await unchanged(v, () => new FileStore(path).prepareSync());
       assert.ok(error instanceof PermissionDenied, String(error));
-      assert.match(String(error), /lets group or others replace its areas/);
+      assert.match(String(error), /belongs to uid 65534|lets group or others replace/);
       // In a store that is the victim's own, an area that is a link (left by
       // whoever once could write there) is refused too.
-      chownSync(path, 0, 0);
-      chmodSync(path, 0o755);
-      new FileStore(path).prepareSync();
-      renameSync(join(path, "cur"), join(path, "cur.old"));
-      symlinkSync(v.dir, join(path, "cur"));
-      const again = await unchanged(v, () => new FileStore(path).listSync("cur"));
+      using base = safeDir();
+      const own = join(base.path, "queue");
+      new FileStore(own).prepareSync();
+      renameSync(join(own, "cur"), join(own, "cur.old"));
+      symlinkSync(v.dir, join(own, "cur"));
+      const again = await unchanged(v, () => new FileStore(own).listSync("cur"));
       assert.ok(again instanceof NotAFile, String(again));
     },
   );
@@ -192,22 +217,24 @@ for (const kind of ["sticky", "group"] as const) {
   );
 
   test(
-    `2. FileStore.create() never writes through a link in a group-writable tmp (${kind})`,
+    `2. FileStore.create() never writes through a link in a shared tmp area (${kind})`,
     asAnotherUser,
     async () => {
-      using shared = sharedDir(kind);
+      using base = safeDir();
       using v = victim();
-      const path = join(shared.path, "queue");
-      mkdirSync(path, { mode: 0o755 });
+      const path = join(base.path, "queue");
       const store = new FileStore(path);
       store.prepareSync();
       for (const area of ["tmp", "new", "cur"]) {
         chownSync(join(path, area), 0, NOBODY);
-        chmodSync(join(path, area), 0o2775);
+        chmodSync(join(path, area), kind === "sticky" ? 0o1777 : 0o2775);
       }
       asNobody(`ln -s ${v.secret} ${path}/tmp/report`);
-      const error = await unchanged(v, () => store.create("report"));
-      assert.ok(error instanceof NotAFile, String(error));
+      const error = await unchanged(v, () => new FileStore(path).create("report"));
+      // A group-writable area is fine, and the link is refused; an area
+      // that anybody may write is refused before anything is opened.
+      if (kind === "group") assert.ok(error instanceof NotAFile, String(error));
+      else assert.match(String(error), /lets anybody put and rearrange files in the area/);
     },
   );
 }
@@ -383,3 +410,68 @@ for (const runtime of RUNTIMES) {
     assert.deepEqual(inside(), { locked: false, pid: process.pid, content: String(process.pid) });
   });
 }
+
+test("1. a store under a directory that another user owns is refused", asAnotherUser, async () => {
+  using shared = sharedDir("sticky");
+  using v = victim();
+  const theirs = join(shared.path, "att");
+  asNobody(`mkdir -m 755 ${theirs}`);
+  const error = await unchanged(v, () => new FileStore(join(theirs, "store")).prepareSync());
+  assert.ok(error instanceof PermissionDenied, String(error));
+  assert.match(String(error), /belongs to uid 65534/);
+  assert.deepEqual(readdirSync(theirs), []);
+});
+
+test("1. the root directory, whose tmp anybody may write, is no store", () => {
+  assert.throws(() => new FileStore("/"), (e) => {
+    assert.ok(e instanceof PermissionDenied, String(e));
+    assert.match(String(e), /lets anybody put and rearrange files in the area/);
+    return true;
+  });
+});
+
+test(
+  "2. openAtomic() publishes nothing when its closed temporary file is swapped for a link",
+  asAnotherUser,
+  async () => {
+    using shared = sharedDir("group");
+    using v = victim();
+    const target = join(shared.path, "app.conf");
+    const error = await unchanged(v, () =>
+      openAtomic(target, async (file) => {
+        await file.write("setting=1\n");
+        await file.close();
+        const temporary = readdirSync(shared.path).find((n) => n.startsWith(".app.conf."))!;
+        asNobody(
+          `mv ${join(shared.path, temporary)} ${shared.path}/moved && ln -s ${v.secret} ${
+            join(shared.path, temporary)
+          }`,
+        );
+      }));
+    assert.ok(error instanceof NotAFile, String(error));
+    assert.ok(!existsSync(target) && !lstatExists(target), "a link was published");
+  },
+);
+
+function lstatExists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const hasMkfifo = spawnSync("mkfifo", ["--version"]).status === 0;
+
+test("2. a FIFO at a lock path is refused at once, never waited on", {
+  skip: hasMkfifo ? false : "needs mkfifo(1)",
+}, async () => {
+  using dir = tempDir();
+  const path = join(dir.path, "app.lock");
+  spawnSync("mkfifo", [path]);
+  assert.throws(() => readLockFile(path), NotAFile);
+  assert.throws(() => new LockFile(path), NotAFile);
+  await assert.rejects(new Lock(path, { timeout: 0 }).acquire(), NotAFile);
+  await assert.rejects(new PidFileLock(path, { timeout: 0 }).acquire(), NotAFile);
+});

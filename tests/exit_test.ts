@@ -1,0 +1,157 @@
+// The host process is the user's: a lock wait, given up or pending, never
+// ends, delays or changes the exit of the program that waits, on any
+// thread. Each case is a child program whose status, output and timing are
+// checked, on each runtime, while this process holds the lock.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Lock } from "../lock.ts";
+import {
+  type Child,
+  command,
+  root,
+  type Runtime,
+  RUNTIMES,
+  sleep,
+  start,
+  tempDir,
+} from "./_util.ts";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+
+const HOST = "tests/fixtures/exit_host.ts";
+
+// Deno cannot cancel a pending FsFile.lock(): a given-up wait keeps its
+// process alive until the holder lets go (README, Known limits).
+const cancels = (runtime: Runtime) => runtime !== "deno";
+
+// The child's exit status, or "still running" if it has not ended after a
+// generous 30 s: a guard against a hang (the lock is held all along), not
+// a claim about speed.
+async function exitOf(child: Child): Promise<number | string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<string>((resolve) =>
+    timer = setTimeout(() => resolve("still running"), 30_000)
+  );
+  try {
+    return await Promise.race([child.exited, hang]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Until /proc/locks lists `pid` as blocked waiting for a flock (a "->"
+// line): then a thread of that process is in the kernel's wait for sure.
+async function blocked(pid: number): Promise<void> {
+  if (!existsSync("/proc/locks")) return await sleep(500);
+  for (let i = 0; i < 3000; i++) {
+    const table = readFileSync("/proc/locks", "utf8");
+    if (table.split("\n").some((l) => l.includes("->") && l.includes(` ${pid} `))) return;
+    await sleep(10);
+  }
+  assert.fail(`pid ${pid} never blocked in flock`);
+}
+
+async function holding<T>(fn: (path: string) => Promise<T>): Promise<T> {
+  using dir = tempDir();
+  const path = join(dir.path, "held.lock");
+  await using holder = new Lock(path);
+  await holder.acquire();
+  return await fn(path);
+}
+
+for (const runtime of RUNTIMES) {
+  test(`6. a ${runtime} Worker that gave a wait up ends without ending its host`, {
+    skip: cancels(runtime) ? false : "Deno cannot cancel a pending lock() call",
+  }, async () => {
+    await holding(async (path) => {
+      const child = start(runtime, HOST, [path, "worker"]);
+      assert.equal(await exitOf(child), 3, child.output());
+      const lines = child.output().trim().split("\n");
+      assert.deepEqual(lines, [
+        "worker gave up: AlreadyLocked",
+        "worker ended",
+        "main timer ran",
+        "exit listener ran",
+      ]);
+    });
+  });
+
+  test(`7. a ${runtime} program that gave a wait up keeps its own exit code and listeners`, {
+    skip: cancels(runtime) ? false : "Deno cannot cancel a pending lock() call",
+  }, async () => {
+    await holding(async (path) => {
+      const child = start(runtime, HOST, [path, "listener"]);
+      assert.equal(await exitOf(child), 3, child.output());
+      assert.deepEqual(child.output().trim().split("\n"), [
+        "gave up AlreadyLocked",
+        "later exit listener ran",
+      ]);
+    });
+  });
+
+  test(`8. process.exit() from a ${runtime} SIGTERM handler ends a program that waits for a lock`, async () => {
+    await holding(async (path) => {
+      const child = start(runtime, HOST, [path, "sigterm"]);
+      await child.line("waiting");
+      await blocked(child.pid);
+      // process.kill, not child.kill: Deno's child_process reports a child it
+      // signalled as ended by that signal, whatever its handler did.
+      process.kill(child.pid, "SIGTERM");
+      assert.equal(await exitOf(child), 0, child.output());
+      assert.deepEqual(child.output().trim().split("\n"), ["waiting", "terminating"]);
+    });
+  });
+}
+
+test("7. a Node program that gave a wait up still writes its V8 coverage", async () => {
+  const coverage = mkdtempSync(join(tmpdir(), "coverage-"));
+  try {
+    await holding(async (path) => {
+      const child = start("node", HOST, [path, "listener"], { NODE_V8_COVERAGE: coverage });
+      assert.equal(await exitOf(child), 3, child.output());
+    });
+    assert.ok(readdirSync(coverage).some((name) => name.endsWith(".json")));
+  } finally {
+    rmSync(coverage, { recursive: true, force: true });
+  }
+});
+
+for (const runtime of RUNTIMES) {
+  test(`9. ${runtime}: 40 waits under 'ulimit -n 64' end in errors, never in a dead process`, {
+    skip: runtime === "deno"
+      ? "Deno waits on its own thread pool, with no descriptors per wait"
+      : false,
+  }, async () => {
+    using dir = tempDir();
+    const held: Lock[] = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        const lock = new Lock(join(dir.path, `${i}.lock`), { timeout: 0 });
+        await lock.acquire();
+        held.push(lock);
+      }
+      const [bin, args] = command(runtime, "tests/fixtures/many_waits.ts", [dir.path, "40", "300"]);
+      const quoted = [bin, ...args].map((a) => `'${a}'`).join(" ");
+      const child = spawnSync("sh", ["-c", `ulimit -n 64 && exec ${quoted}`], {
+        encoding: "utf8",
+        cwd: root,
+      });
+      assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
+      const counts = JSON.parse(child.stdout.trim().split("\n").at(-1)!) as Record<string, number>;
+      assert.equal(Object.values(counts).reduce((a, b) => a + b, 0), 40, child.stdout);
+      // Each wait ran out of time, or was refused for want of descriptors
+      // (by the package, or by Node when a thread would not start).
+      for (const how of Object.keys(counts)) {
+        assert.ok(
+          ["AlreadyLocked", "FsError EMFILE", "Error ERR_WORKER_INIT_FAILED"].includes(how),
+          how,
+        );
+      }
+    } finally {
+      for (const lock of held) lock.releaseSync();
+    }
+  });
+}

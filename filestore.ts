@@ -25,108 +25,44 @@
  *
  * @module
  */
-import { resolve } from "node:path";
+import type { OpenFile } from "./_file.ts";
+import { run, runSync } from "./_steps.ts";
 import {
-  checkBoolean,
-  checkChoice,
-  checkNumber,
-  checkOptions,
-  checkPath,
-  checkPermissions,
-  checkSignal,
-  toBytes,
-} from "./_check.ts";
-import { type OpenFile, wrapFile } from "./_file.ts";
-import { checkName, uniqueName } from "./_names.ts";
-import { MAX_TIMER } from "./_wait.ts";
-import { closeQuietly, type FileInfo, unlinkQuietly } from "./_runtime.ts";
-import { run, runSync, step, type Steps } from "./_steps.ts";
-import { openFile, sameFile, unlinkIfSame } from "./_open.ts";
-import { checkStore, copyNoReplace, moveNoReplace } from "./_store_dir.ts";
-import { watchDir } from "./_watch.ts";
-import { AlreadyExists, NotAFile, NotFound } from "./errors.ts";
+  type Area,
+  claim,
+  type ClaimOptions,
+  cleanup,
+  type CleanupOptions,
+  copy,
+  create,
+  type CreateOptions,
+  type FileStoreOptions,
+  list,
+  makeStore,
+  move,
+  pathOf,
+  prepare,
+  put,
+  type PutOptions,
+  remove,
+  type StoreState,
+  watch,
+  type WatchOptions,
+} from "./_store.ts";
 
+// The options and the logic live in _store.ts; this file is the class and
+// its documentation.
+export type {
+  Area,
+  ClaimOptions,
+  CleanupOptions,
+  CreateOptions,
+  FileStoreOptions,
+  PutOptions,
+  WatchOptions,
+} from "./_store.ts";
 export { OpenFile } from "./_file.ts";
 export type { FileInfo } from "./_runtime.ts";
-
-/** One of the store's three directories: being written, delivered, taken. */
-export type Area = "tmp" | "new" | "cur";
-
-/** Options for {@linkcode FileStore}. */
-export interface FileStoreOptions {
-  /**
-   * Permission bits for the files the store creates, before the umask.
-   *
-   * @default {0o666}
-   */
-  permissions?: number;
-}
-
-/** Options for {@linkcode FileStore.prototype.create}. */
-export interface CreateOptions {
-  /**
-   * `"w"` creates the file or empties an existing one, as gocept.filestore
-   * does; `"wx"` refuses an existing file with `AlreadyExists`.
-   *
-   * @default {"w"}
-   */
-  mode?: "w" | "wx";
-}
-
-/** Options for {@linkcode FileStore.prototype.put}. */
-export interface PutOptions {
-  /**
-   * Flush the file and the `new` directory to the disk before resolving, so
-   * that a delivered message survives a power loss. Turning it off is much
-   * faster and still never shows a partial file in `new` to a reader.
-   *
-   * @default {true}
-   */
-  sync?: boolean;
-}
-
-/** Options for {@linkcode FileStore.prototype.claim}. */
-export interface ClaimOptions {
-  /**
-   * Read the `new` directory again even if names from the last reading are
-   * left to try.
-   *
-   * @default {false}
-   */
-  rescan?: boolean;
-}
-
-/** Options for {@linkcode FileStore.prototype.watch}. */
-export interface WatchOptions {
-  /** Ends the iteration when it aborts. */
-  signal?: AbortSignal;
-  /**
-   * How often, in milliseconds, to read the directory where the runtime has
-   * no file-system events for it; with events, it is read every 20
-   * intervals in case some were lost.
-   *
-   * @default {250}
-   */
-  interval?: number;
-}
-
-/** Options for {@linkcode FileStore.prototype.cleanup}. */
-export interface CleanupOptions {
-  /**
-   * Remove files in `tmp` last modified longer ago than this, in
-   * milliseconds.
-   *
-   * @default {129600000} (36 hours, as the maildir convention says)
-   */
-  olderThan?: number;
-}
-
-const AREAS: readonly Area[] = ["tmp", "new", "cur"];
-const DEFAULT_OLDER_THAN = 36 * 60 * 60 * 1000;
-
-function checkArea(value: unknown, what: string, param: string): Area {
-  return checkChoice(value, what, param, AREAS);
-}
 
 /**
  * A directory with the three areas `tmp`, `new` and `cur`, used as a queue
@@ -168,13 +104,7 @@ function checkArea(value: unknown, what: string, param: string): Area {
  * ```
  */
 export class FileStore {
-  #path: string;
-  #permissions: number;
-  // Names from the last reading of `new` that claim() has not tried yet.
-  #backlog: string[] = [];
-  #next = 0;
-  // Whether checkStore() has passed on the existing directory.
-  #checked = false;
+  #s: StoreState;
 
   /**
    * Makes a store for the directory `path`; nothing happens on the disk
@@ -196,16 +126,7 @@ export class FileStore {
    * ```
    */
   constructor(path: string, options?: FileStoreOptions) {
-    const what = "make a FileStore";
-    const permissions = checkOptions(options, what)?.permissions;
-    this.#path = resolve(checkPath(path, what));
-    this.#permissions = checkPermissions(permissions, what, "permissions") ?? 0o666;
-    this.#checked = runSync(checkStore(this.#path, AREAS));
-  }
-
-  // Every operation that touches the areas starts here.
-  *#check(): Steps<void> {
-    if (!this.#checked) this.#checked = yield* checkStore(this.#path, AREAS);
+    this.#s = makeStore(path, options);
   }
 
   /**
@@ -214,7 +135,7 @@ export class FileStore {
    * @returns The path.
    */
   get path(): string {
-    return this.#path;
+    return this.#s.path;
   }
 
   /**
@@ -236,12 +157,7 @@ export class FileStore {
    * ```
    */
   pathOf(name: string, area: Area): string {
-    checkArea(area, "get a path", "area");
-    return this.#in(area, checkName(name, "get a path", true));
-  }
-
-  #in(area: Area, name: string): string {
-    return `${this.#path}/${area}/${name}`;
+    return pathOf(this.#s, name, area);
   }
 
   /**
@@ -271,7 +187,7 @@ export class FileStore {
    * ```
    */
   prepare(): Promise<void> {
-    return run(this.#prepare());
+    return run(prepare(this.#s));
   }
 
   /**
@@ -281,14 +197,7 @@ export class FileStore {
    * @throws {FsError} When a directory cannot be made.
    */
   prepareSync(): void {
-    runSync(this.#prepare());
-  }
-
-  *#prepare(): Steps<void> {
-    // Checked before anything is made in it, and again once it all exists.
-    yield* checkStore(this.#path, AREAS);
-    for (const area of AREAS) yield* step("mkdir", `${this.#path}/${area}`, true);
-    this.#checked = yield* checkStore(this.#path, AREAS);
+    runSync(prepare(this.#s));
   }
 
   /**
@@ -327,7 +236,7 @@ export class FileStore {
    * ```
    */
   create(name: string, options?: CreateOptions): Promise<OpenFile> {
-    return run(this.#create(name, options));
+    return run(create(this.#s, name, options));
   }
 
   /**
@@ -343,25 +252,7 @@ export class FileStore {
    * @throws {NotFound} When the store is not prepared.
    */
   createSync(name: string, options?: CreateOptions): OpenFile {
-    return runSync(this.#create(name, options));
-  }
-
-  *#create(name: string, options: CreateOptions | undefined): Steps<OpenFile> {
-    const checked = checkName(name, "create", false);
-    const mode = checkChoice(checkOptions(options, "create")?.mode ?? "w", "create", "mode", [
-      "w",
-      "wx",
-    ]);
-    if (!this.#checked) yield* this.#check();
-    const file = yield* openFile(this.#in("tmp", checked), {
-      read: true,
-      write: true,
-      create: mode === "w",
-      truncate: mode === "w",
-      createNew: mode === "wx",
-      mode: this.#permissions,
-    });
-    return wrapFile(file);
+    return runSync(create(this.#s, name, options));
   }
 
   /**
@@ -394,7 +285,7 @@ export class FileStore {
    * ```
    */
   list(area: Area): Promise<string[]> {
-    return run(this.#list(area));
+    return run(list(this.#s, area));
   }
 
   /**
@@ -407,14 +298,7 @@ export class FileStore {
    * @throws {NotFound} When the store is not prepared.
    */
   listSync(area: Area): string[] {
-    return runSync(this.#list(area));
-  }
-
-  *#list(area: Area): Steps<string[]> {
-    checkArea(area, "list", "area");
-    if (!this.#checked) yield* this.#check();
-    const names = yield* step("readDir", `${this.#path}/${area}`);
-    return names.sort().map((name) => this.#in(area, name));
+    return runSync(list(this.#s, area));
   }
 
   /**
@@ -452,7 +336,7 @@ export class FileStore {
    * ```
    */
   move(name: string, from: Area, to: Area): Promise<string> {
-    return run(this.#move(name, from, to));
+    return run(move(this.#s, name, from, to));
   }
 
   /**
@@ -468,17 +352,7 @@ export class FileStore {
    * @throws {NotFound} When the file is not in `from`.
    */
   moveSync(name: string, from: Area, to: Area): string {
-    return runSync(this.#move(name, from, to));
-  }
-
-  *#move(name: string, from: Area, to: Area): Steps<string> {
-    checkArea(from, "move", "from");
-    checkArea(to, "move", "to");
-    const checked = checkName(name, "move", true);
-    const target = this.#in(to, checked);
-    if (!this.#checked) yield* this.#check();
-    yield* moveNoReplace(this.#in(from, checked), target);
-    return target;
+    return runSync(move(this.#s, name, from, to));
   }
 
   /**
@@ -519,7 +393,7 @@ export class FileStore {
    * ```
    */
   copy(name: string, from: Area, to: Area): Promise<string> {
-    return run(this.#copy(name, from, to));
+    return run(copy(this.#s, name, from, to));
   }
 
   /**
@@ -536,19 +410,7 @@ export class FileStore {
    * @throws {AlreadyExists} When `to` has a file of that name.
    */
   copySync(name: string, from: Area, to: Area): string {
-    return runSync(this.#copy(name, from, to));
-  }
-
-  *#copy(name: string, from: Area, to: Area): Steps<string> {
-    checkArea(from, "copy", "from");
-    checkArea(to, "copy", "to");
-    const checked = checkName(name, "copy", true);
-    const target = this.#in(to, checked);
-    if (!this.#checked) yield* this.#check();
-    // A hidden name that cleanup() removes if this process dies before the end.
-    const staging = this.#in("tmp", `.copy-${uniqueName()}`);
-    yield* copyNoReplace(this.#in(from, checked), staging, target, this.#permissions);
-    return target;
+    return runSync(copy(this.#s, name, from, to));
   }
 
   /**
@@ -582,7 +444,7 @@ export class FileStore {
    * ```
    */
   remove(name: string, area: Area): Promise<void> {
-    return run(this.#remove(name, area));
+    return run(remove(this.#s, name, area));
   }
 
   /**
@@ -596,14 +458,7 @@ export class FileStore {
    * @throws {NotFound} When the file is not there.
    */
   removeSync(name: string, area: Area): void {
-    runSync(this.#remove(name, area));
-  }
-
-  *#remove(name: string, area: Area): Steps<void> {
-    checkArea(area, "remove", "area");
-    const path = this.#in(area, checkName(name, "remove", true));
-    if (!this.#checked) yield* this.#check();
-    yield* step("unlink", path);
+    runSync(remove(this.#s, name, area));
   }
 
   /**
@@ -644,7 +499,7 @@ export class FileStore {
    * ```
    */
   put(data: string | Uint8Array, options?: PutOptions): Promise<string> {
-    return run(this.#put(data, options));
+    return run(put(this.#s, data, options));
   }
 
   /**
@@ -660,59 +515,7 @@ export class FileStore {
    * @throws {FsError} When flushing `new` fails after the rename.
    */
   putSync(data: string | Uint8Array, options?: PutOptions): string {
-    return runSync(this.#put(data, options));
-  }
-
-  *#put(data: string | Uint8Array, options: PutOptions | undefined): Steps<string> {
-    const bytes = toBytes(data, "put");
-    const sync = checkBoolean(checkOptions(options, "put")?.sync, "put", "sync") ?? true;
-    const name = uniqueName();
-    const staging = this.#in("tmp", name);
-    const target = this.#in("new", name);
-    if (!this.#checked) yield* this.#check();
-    // O_EXCL: never through a link, never over a file.
-    const file = yield* step("open", staging, {
-      write: true,
-      createNew: true,
-      mode: this.#permissions,
-    });
-    let identity: FileInfo;
-    try {
-      yield* step("write", file, bytes);
-      if (sync) yield* step("fsync", file);
-      identity = yield* step("fstat", file);
-    } catch (e) {
-      closeQuietly(file);
-      unlinkQuietly(staging);
-      throw e;
-    }
-    try {
-      yield* step("close", file);
-      yield* step("rename", staging, target);
-    } catch (e) {
-      yield* unlinkIfSame(staging, identity);
-      throw e;
-    }
-    // A user who may write `tmp` could have swapped the file for another
-    // or a link before the rename: then that is not delivered. (Gone
-    // already is fine: a consumer took it.)
-    let delivered: FileInfo | undefined;
-    try {
-      delivered = yield* step("lstat", target);
-    } catch (e) {
-      if (!(e instanceof NotFound)) throw e;
-    }
-    if (delivered !== undefined && !sameFile(delivered, identity)) {
-      unlinkQuietly(target);
-      throw new NotAFile(
-        "EAGAIN",
-        "rename",
-        staging,
-        "it was replaced by another file before delivery",
-      );
-    }
-    if (sync) yield* step("fsyncDir", `${this.#path}/new`);
-    return target;
+    return runSync(put(this.#s, data, options));
   }
 
   /**
@@ -755,7 +558,7 @@ export class FileStore {
    * ```
    */
   claim(options?: ClaimOptions): Promise<string | null> {
-    return run(this.#claim(options));
+    return run(claim(this.#s, options));
   }
 
   /**
@@ -768,45 +571,7 @@ export class FileStore {
    * @throws {NotFound} When the store is not prepared.
    */
   claimSync(options?: ClaimOptions): string | null {
-    return runSync(this.#claim(options));
-  }
-
-  *#claim(options: ClaimOptions | undefined): Steps<string | null> {
-    let fresh = false;
-    if (checkBoolean(checkOptions(options, "claim")?.rescan, "claim", "rescan")) this.#backlog = [];
-    if (!this.#checked) yield* this.#check();
-    for (;;) {
-      if (this.#next >= this.#backlog.length) {
-        if (fresh) break;
-        // Regular files only: a link, directory or FIFO in `new` is left there.
-        this.#backlog = (yield* step("readFiles", `${this.#path}/new`)).sort();
-        this.#next = 0;
-        fresh = true;
-      }
-      // Taken before the move, so that concurrent claims in this process
-      // try different names.
-      const name = this.#backlog[this.#next++]!;
-      const source = this.#in("new", name);
-      const target = this.#in("cur", name);
-      try {
-        yield* moveNoReplace(source, target);
-      } catch (e) {
-        // Another consumer won the race, or another file already has the
-        // name in `cur`: this one waits in `new` until the name is free.
-        if (e instanceof NotFound || e instanceof AlreadyExists) continue;
-        throw e;
-      }
-      // What was listed as a regular file may have been replaced by a link
-      // since: that is never handed out, but put back.
-      if ((yield* step("lstat", target)).isFile) return target;
-      try {
-        yield* moveNoReplace(target, source);
-      } catch { /* then it stays in cur, still not handed out */ }
-    }
-    // Every rename failed: another consumer won each race, unless `cur`
-    // itself is gone, which must not pass for an empty queue.
-    if (this.#backlog.length > 0) yield* step("stat", `${this.#path}/cur`);
-    return null;
+    return runSync(claim(this.#s, options));
   }
 
   /**
@@ -852,23 +617,7 @@ export class FileStore {
    * ```
    */
   watch(area: Area, options?: WatchOptions): AsyncIterableIterator<string> {
-    checkArea(area, "watch", "area");
-    if (!this.#checked) runSync(this.#check());
-    const o = checkOptions(options, "watch");
-    const signal = o?.signal;
-    // Timers take at most 2^31-1 ms (and fire at once above it), and the
-    // slow reading runs every 20 intervals.
-    const interval = checkNumber(
-      o?.interval,
-      "watch",
-      "interval",
-      "a number of milliseconds above 0 and at most 107374182",
-      {
-        above: 0,
-        max: Math.floor(MAX_TIMER / 20),
-      },
-    ) ?? 250;
-    return watchDir(`${this.#path}/${area}`, interval, checkSignal(signal, "watch"));
+    return watch(this.#s, area, options);
   }
 
   /**
@@ -904,7 +653,7 @@ export class FileStore {
    * ```
    */
   cleanup(options?: CleanupOptions): Promise<string[]> {
-    return run(this.#cleanup(options));
+    return run(cleanup(this.#s, options));
   }
 
   /**
@@ -917,33 +666,6 @@ export class FileStore {
    * @throws {NotFound} When the store is not prepared.
    */
   cleanupSync(options?: CleanupOptions): string[] {
-    return runSync(this.#cleanup(options));
-  }
-
-  *#cleanup(options: CleanupOptions | undefined): Steps<string[]> {
-    const olderThan = checkNumber(
-      checkOptions(options, "clean up")?.olderThan,
-      "clean up",
-      "olderThan",
-      "a number of milliseconds >= 0",
-      { min: 0 },
-    ) ?? DEFAULT_OLDER_THAN;
-    const limit = Date.now() - olderThan;
-    const removed: string[] = [];
-    if (!this.#checked) yield* this.#check();
-    // Regular files only; a link is judged by its own time, never its target's.
-    for (const name of (yield* step("readFiles", `${this.#path}/tmp`)).sort()) {
-      const path = this.#in("tmp", name);
-      try {
-        const info = yield* step("lstat", path);
-        if (!info.isFile || info.mtimeMs >= limit) continue;
-        yield* step("unlink", path);
-        removed.push(path);
-      } catch (e) {
-        // Delivered or removed meanwhile: nothing left to clean.
-        if (!(e instanceof NotFound)) throw e;
-      }
-    }
-    return removed;
+    return runSync(cleanup(this.#s, options));
   }
 }

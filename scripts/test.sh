@@ -24,9 +24,13 @@ run() {
   [ "$code" = 0 ] || status=1
 }
 
-# add P F: adds one runner's counts; a runner that printed none counts as failed.
+# add NAME P F: adds one runner's counts; a runner whose counts cannot be
+# read counts as one failure, and says so.
 add() {
+  local name=$1
+  shift
   if [ -z "$1" ] || [ -z "$2" ]; then
+    echo "== $name: its summary could not be read: counted as 1 failed" >&2
     failed=$((failed + 1))
     status=1
     return
@@ -42,7 +46,7 @@ add_deno() {
   line=$(grep -E '^(ok|FAILED) \|' "$logs/$1.log" | tail -1)
   p=$(sed -nE 's/.*\| ([0-9]+) passed( \(([0-9]+) steps?\))?.*/\1 \3/p' <<<"$line" | awk '{print $1 + $2}')
   f=$(sed -nE 's/.*\| ([0-9]+) failed( \(([0-9]+) steps?\))?.*/\1 \3/p' <<<"$line" | awk '{print $1 + $2}')
-  add "$p" "$f"
+  add "$1" "$p" "$f"
 }
 
 run deno deno test -A tests/
@@ -52,10 +56,12 @@ run deno-doc deno test -A --doc README.md ./*.ts
 add_deno deno-doc
 
 run bun bun test --timeout 120000 tests/
-add "$(sed -nE 's/^ *([0-9]+) pass$/\1/p' "$logs/bun.log" | tail -1)" "$(sed -nE 's/^ *([0-9]+) fail$/\1/p' "$logs/bun.log" | tail -1)"
+add bun "$(sed -nE 's/^ *([0-9]+) pass$/\1/p' "$logs/bun.log" | tail -1)" "$(sed -nE 's/^ *([0-9]+) fail$/\1/p' "$logs/bun.log" | tail -1)"
 
 run node node --test tests/*_test.ts
-add "$(sed -nE 's/^. pass ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)" "$(sed -nE 's/^. fail ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)"
+# Node's summary lines start with "ℹ", three bytes in UTF-8: in a C locale
+# sed's "." is one byte, so the prefix is matched as any run of non-letters.
+add node "$(sed -nE 's/^[^a-z0-9]* pass ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)" "$(sed -nE 's/^[^a-z0-9]* fail ([0-9]+)$/\1/p' "$logs/node.log" | tail -1)"
 
 echo "$passed passed, $failed failed"
 exit $status

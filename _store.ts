@@ -1,0 +1,363 @@
+// The FileStore's state and logic, written once for the sync and async
+// twins (as steps, _steps.ts); filestore.ts holds the class and its
+// documentation.
+import { resolve } from "node:path";
+import {
+  checkBoolean,
+  checkChoice,
+  checkNumber,
+  checkOptions,
+  checkPath,
+  checkPermissions,
+  checkSignal,
+  toBytes,
+} from "./_check.ts";
+import { type OpenFile, wrapFile } from "./_file.ts";
+import { checkName, uniqueName } from "./_names.ts";
+import { openFile, sameFile, unlinkIfSame } from "./_open.ts";
+import { closeQuietly, type FileInfo, unlinkQuietly } from "./_runtime.ts";
+import { runSync, step, type Steps } from "./_steps.ts";
+import { checkStore, copyNoReplace, moveNoReplace } from "./_store_dir.ts";
+import { MAX_TIMER } from "./_wait.ts";
+import { watchDir } from "./_watch.ts";
+import { AlreadyExists, NotAFile, NotFound } from "./errors.ts";
+
+/** One of the store's three directories: being written, delivered, taken. */
+export type Area = "tmp" | "new" | "cur";
+
+/** Options for {@linkcode FileStore}. */
+export interface FileStoreOptions {
+  /**
+   * Permission bits for the files the store creates, before the umask.
+   *
+   * @default {0o666}
+   */
+  permissions?: number;
+}
+
+/** Options for {@linkcode FileStore.prototype.create}. */
+export interface CreateOptions {
+  /**
+   * `"w"` creates the file or empties an existing one, as gocept.filestore
+   * does; `"wx"` refuses an existing file with `AlreadyExists`.
+   *
+   * @default {"w"}
+   */
+  mode?: "w" | "wx";
+}
+
+/** Options for {@linkcode FileStore.prototype.put}. */
+export interface PutOptions {
+  /**
+   * Flush the file and the `new` directory to the disk before resolving, so
+   * that a delivered message survives a power loss. Turning it off is much
+   * faster and still never shows a partial file in `new` to a reader.
+   *
+   * @default {true}
+   */
+  sync?: boolean;
+}
+
+/** Options for {@linkcode FileStore.prototype.claim}. */
+export interface ClaimOptions {
+  /**
+   * Read the `new` directory again even if names from the last reading are
+   * left to try.
+   *
+   * @default {false}
+   */
+  rescan?: boolean;
+}
+
+/** Options for {@linkcode FileStore.prototype.watch}. */
+export interface WatchOptions {
+  /** Ends the iteration when it aborts. */
+  signal?: AbortSignal;
+  /**
+   * How often, in milliseconds, to read the directory where the runtime has
+   * no file-system events for it; with events, it is read every 20
+   * intervals in case some were lost.
+   *
+   * @default {250}
+   */
+  interval?: number;
+}
+
+/** Options for {@linkcode FileStore.prototype.cleanup}. */
+export interface CleanupOptions {
+  /**
+   * Remove files in `tmp` last modified longer ago than this, in
+   * milliseconds.
+   *
+   * @default {129600000} (36 hours, as the maildir convention says)
+   */
+  olderThan?: number;
+}
+
+const AREAS: readonly Area[] = ["tmp", "new", "cur"];
+const DEFAULT_OLDER_THAN = 36 * 60 * 60 * 1000;
+
+function checkArea(value: unknown, what: string, param: string): Area {
+  return checkChoice(value, what, param, AREAS);
+}
+
+/** What one FileStore instance knows. */
+export interface StoreState {
+  readonly path: string;
+  readonly permissions: number;
+  /** Names from the last reading of `new` that claim() has not tried yet. */
+  backlog: string[];
+  next: number;
+  /** Whether checkStore() has passed on the existing directory. */
+  checked: boolean;
+}
+
+/** The state of a new FileStore: the arguments checked, the directory looked at. */
+export function makeStore(path: string, options: FileStoreOptions | undefined): StoreState {
+  const what = "make a FileStore";
+  const permissions = checkOptions(options, what)?.permissions;
+  const s: StoreState = {
+    path: resolve(checkPath(path, what)),
+    permissions: checkPermissions(permissions, what, "permissions") ?? 0o666,
+    backlog: [],
+    next: 0,
+    checked: false,
+  };
+  s.checked = runSync(checkStore(s.path, AREAS));
+  return s;
+}
+
+function inArea(s: StoreState, area: Area, name: string): string {
+  return `${s.path}/${area}/${name}`;
+}
+
+/** FileStore.pathOf. */
+export function pathOf(s: StoreState, name: string, area: Area): string {
+  checkArea(area, "get a path", "area");
+  return inArea(s, area, checkName(name, "get a path", true));
+}
+
+/** Checks the store once per instance (checkStore), on first use. */
+export function* check(s: StoreState): Steps<void> {
+  if (!s.checked) s.checked = yield* checkStore(s.path, AREAS);
+}
+
+/** FileStore.prepare: the directory and its areas, checked before and after. */
+export function* prepare(s: StoreState): Steps<void> {
+  // Checked before anything is made in it, and again once it all exists.
+  yield* checkStore(s.path, AREAS);
+  for (const area of AREAS) yield* step("mkdir", `${s.path}/${area}`, true);
+  s.checked = yield* checkStore(s.path, AREAS);
+}
+
+/** FileStore.create: a file in tmp, never through a link. */
+export function* create(
+  s: StoreState,
+  name: string,
+  options: CreateOptions | undefined,
+): Steps<OpenFile> {
+  const checked = checkName(name, "create", false);
+  const mode = checkChoice(checkOptions(options, "create")?.mode ?? "w", "create", "mode", [
+    "w",
+    "wx",
+  ]);
+  if (!s.checked) yield* check(s);
+  const file = yield* openFile(inArea(s, "tmp", checked), {
+    read: true,
+    write: true,
+    create: mode === "w",
+    truncate: mode === "w",
+    createNew: mode === "wx",
+    mode: s.permissions,
+  });
+  return wrapFile(file);
+}
+
+/** FileStore.list: the full paths in an area, sorted. */
+export function* list(s: StoreState, area: Area): Steps<string[]> {
+  checkArea(area, "list", "area");
+  if (!s.checked) yield* check(s);
+  const names = yield* step("readDir", `${s.path}/${area}`);
+  return names.sort().map((name) => inArea(s, area, name));
+}
+
+/** FileStore.move: never over another file. */
+export function* move(s: StoreState, name: string, from: Area, to: Area): Steps<string> {
+  checkArea(from, "move", "from");
+  checkArea(to, "move", "to");
+  const checked = checkName(name, "move", true);
+  const target = inArea(s, to, checked);
+  if (!s.checked) yield* check(s);
+  yield* moveNoReplace(inArea(s, from, checked), target);
+  return target;
+}
+
+/** FileStore.copy: of a regular file, never over another file. */
+export function* copy(s: StoreState, name: string, from: Area, to: Area): Steps<string> {
+  checkArea(from, "copy", "from");
+  checkArea(to, "copy", "to");
+  const checked = checkName(name, "copy", true);
+  const target = inArea(s, to, checked);
+  if (!s.checked) yield* check(s);
+  // A hidden name that cleanup() removes if this process dies before the end.
+  const staging = inArea(s, "tmp", `.copy-${uniqueName()}`);
+  yield* copyNoReplace(inArea(s, from, checked), staging, target, s.permissions);
+  return target;
+}
+
+/** FileStore.remove. */
+export function* remove(s: StoreState, name: string, area: Area): Steps<void> {
+  checkArea(area, "remove", "area");
+  const path = inArea(s, area, checkName(name, "remove", true));
+  if (!s.checked) yield* check(s);
+  yield* step("unlink", path);
+}
+
+/** FileStore.put: written in tmp, flushed, renamed into new, checked. */
+export function* put(
+  s: StoreState,
+  data: string | Uint8Array,
+  options: PutOptions | undefined,
+): Steps<string> {
+  const bytes = toBytes(data, "put");
+  const sync = checkBoolean(checkOptions(options, "put")?.sync, "put", "sync") ?? true;
+  const name = uniqueName();
+  const staging = inArea(s, "tmp", name);
+  const target = inArea(s, "new", name);
+  if (!s.checked) yield* check(s);
+  // O_EXCL: never through a link, never over a file.
+  const file = yield* step("open", staging, {
+    write: true,
+    createNew: true,
+    mode: s.permissions,
+  });
+  let identity: FileInfo;
+  try {
+    yield* step("write", file, bytes);
+    if (sync) yield* step("fsync", file);
+    identity = yield* step("fstat", file);
+  } catch (e) {
+    closeQuietly(file);
+    unlinkQuietly(staging);
+    throw e;
+  }
+  try {
+    yield* step("close", file);
+    yield* step("rename", staging, target);
+  } catch (e) {
+    yield* unlinkIfSame(staging, identity);
+    throw e;
+  }
+  // A user who may write `tmp` could have swapped the file for another
+  // or a link before the rename: then that is not delivered. (Gone
+  // already is fine: a consumer took it.)
+  let delivered: FileInfo | undefined;
+  try {
+    delivered = yield* step("lstat", target);
+  } catch (e) {
+    if (!(e instanceof NotFound)) throw e;
+  }
+  if (delivered !== undefined && !sameFile(delivered, identity)) {
+    unlinkQuietly(target);
+    throw new NotAFile(
+      "EAGAIN",
+      "rename",
+      staging,
+      "it was replaced by another file before delivery",
+    );
+  }
+  if (sync) yield* step("fsyncDir", `${s.path}/new`);
+  return target;
+}
+
+/** FileStore.claim: the oldest regular file in new, moved into cur. */
+export function* claim(s: StoreState, options: ClaimOptions | undefined): Steps<string | null> {
+  let fresh = false;
+  if (checkBoolean(checkOptions(options, "claim")?.rescan, "claim", "rescan")) s.backlog = [];
+  if (!s.checked) yield* check(s);
+  for (;;) {
+    if (s.next >= s.backlog.length) {
+      if (fresh) break;
+      // Regular files only: a link, directory or FIFO in `new` is left there.
+      s.backlog = (yield* step("readFiles", `${s.path}/new`)).sort();
+      s.next = 0;
+      fresh = true;
+    }
+    // Taken before the move, so that concurrent claims in this process
+    // try different names.
+    const name = s.backlog[s.next++]!;
+    const source = inArea(s, "new", name);
+    const target = inArea(s, "cur", name);
+    try {
+      yield* moveNoReplace(source, target);
+    } catch (e) {
+      // Another consumer won the race, or another file already has the
+      // name in `cur`: this one waits in `new` until the name is free.
+      if (e instanceof NotFound || e instanceof AlreadyExists) continue;
+      throw e;
+    }
+    // What was listed as a regular file may have been replaced by a link
+    // since: that is never handed out, but put back.
+    if ((yield* step("lstat", target)).isFile) return target;
+    try {
+      yield* moveNoReplace(target, source);
+    } catch { /* then it stays in cur, still not handed out */ }
+  }
+  // Every rename failed: another consumer won each race, unless `cur`
+  // itself is gone, which must not pass for an empty queue.
+  if (s.backlog.length > 0) yield* step("stat", `${s.path}/cur`);
+  return null;
+}
+
+/** FileStore.cleanup: old regular files in tmp. */
+export function* cleanup(s: StoreState, options: CleanupOptions | undefined): Steps<string[]> {
+  const olderThan = checkNumber(
+    checkOptions(options, "clean up")?.olderThan,
+    "clean up",
+    "olderThan",
+    "a number of milliseconds >= 0",
+    { min: 0 },
+  ) ?? DEFAULT_OLDER_THAN;
+  const limit = Date.now() - olderThan;
+  const removed: string[] = [];
+  if (!s.checked) yield* check(s);
+  // Regular files only; a link is judged by its own time, never its target's.
+  for (const name of (yield* step("readFiles", `${s.path}/tmp`)).sort()) {
+    const path = inArea(s, "tmp", name);
+    try {
+      const info = yield* step("lstat", path);
+      if (!info.isFile || info.mtimeMs >= limit) continue;
+      yield* step("unlink", path);
+      removed.push(path);
+    } catch (e) {
+      // Delivered or removed meanwhile: nothing left to clean.
+      if (!(e instanceof NotFound)) throw e;
+    }
+  }
+  return removed;
+}
+
+/** FileStore.watch. */
+export function watch(
+  s: StoreState,
+  area: Area,
+  options: WatchOptions | undefined,
+): AsyncIterableIterator<string> {
+  checkArea(area, "watch", "area");
+  if (!s.checked) runSync(check(s));
+  const o = checkOptions(options, "watch");
+  const signal = o?.signal;
+  // Timers take at most 2^31-1 ms (and fire at once above it), and the
+  // slow reading runs every 20 intervals.
+  const interval = checkNumber(
+    o?.interval,
+    "watch",
+    "interval",
+    "a number of milliseconds above 0 and at most 107374182",
+    {
+      above: 0,
+      max: Math.floor(MAX_TIMER / 20),
+    },
+  ) ?? 250;
+  return watchDir(`${s.path}/${area}`, interval, checkSignal(signal, "watch"));
+}

@@ -4,6 +4,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import { childWaits, flockWaitInChild } from "./_flock_child.ts";
 import type { BlockedWait } from "./_runtime.ts";
 
 /** flock(2) operations; the same numbers on Linux and macOS. */
@@ -584,12 +585,6 @@ export function warmWaiter(): void {
   }
 }
 
-/** Whether a blocked wait can be given up for real here (Bun and Node on Linux). */
-export function canCancelWaits(): boolean {
-  getNative();
-  return signal !== undefined;
-}
-
 /** Starts flock(fd, op) on a worker thread, so that no JavaScript thread blocks. */
 export function flockWait(
   fd: number,
@@ -598,6 +593,11 @@ export function flockWait(
   release: () => void,
 ): BlockedWait {
   getNative();
+  // One wait at a time on a thread (the fastest handoff); the waits beyond
+  // it in flock(1) children, which cost a fraction of a thread's memory.
+  if (busy.size > 0 && childWaits()) {
+    return flockWaitInChild(fd, (op & LOCK_EX) !== 0, onError, release);
+  }
   if (idle.length === 0 && !roomForThread()) {
     return { granted: Promise.reject(onError(EMFILE)), abandon: () => undefined };
   }

@@ -32,7 +32,7 @@ function notAFile(path: string, info: FileInfo, syscall = "open"): FsError {
  * Refuses to overwrite a file that has other names: one of them may be a
  * hard link that somebody planted to a file of the caller's.
  */
-export function checkSingleName(raw: RawFile, info: FileInfo = rt.fstatSync(raw)): void {
+function checkSingleName(raw: RawFile, info: FileInfo = rt.fstatSync(raw)): void {
   if (info.nlink > 1) {
     throw new NotAFile(
       "EMLINK",

@@ -29,6 +29,7 @@ const ops = {
   lstat: [rt.lstatSync, rt.lstatSync],
   readlink: [rt.readlinkSync, rt.readlinkSync],
   fstat: [rt.fstatSync, rt.fstatSync],
+  tryLock: [rt.tryLockSync, rt.tryLockSync],
   truncate: [rt.truncateSync, rt.truncate],
   read: [rt.readSync, rt.read],
   copyFile: [rt.copyFileSync, rt.copyFile],

@@ -10,14 +10,16 @@ import {
   checkPath,
   checkPermissions,
   checkSignal,
+  invalid,
   toBytes,
 } from "./_check.ts";
 import { type OpenFile, wrapFile } from "./_file.ts";
 import { checkName, uniqueName } from "./_names.ts";
 import { openFile, sameFile, unlinkIfSame } from "./_open.ts";
-import { closeQuietly, type FileInfo, unlinkQuietly } from "./_runtime.ts";
+import { closeQuietly, type FileInfo, type RawFile, unlinkQuietly } from "./_runtime.ts";
 import { runSync, step, type Steps } from "./_steps.ts";
-import { checkStore, copyNoReplace, moveNoReplace } from "./_store_dir.ts";
+import { checkStore, copyNoReplace, moveNoReplace, useArea } from "./_store_dir.ts";
+import { type Claim, grant } from "./_claim.ts";
 import { MAX_TIMER } from "./_wait.ts";
 import { watchDir } from "./_watch.ts";
 import { AlreadyExists, NotAFile, NotFound } from "./errors.ts";
@@ -33,6 +35,31 @@ export interface FileStoreOptions {
    * @default {0o666}
    */
   permissions?: number;
+  /**
+   * How often a file may be handed out: once it has been delivered this
+   * many times and its consumer died with it again, `recover()` moves it
+   * to the area `failed` instead of back to `new`, so that a message that
+   * kills every consumer (a poison message) does not do so for ever.
+   *
+   * @default {Infinity}
+   */
+  maxDeliveries?: number;
+  /**
+   * `claim()` runs `recover()` by itself when it finds `new` empty, at
+   * most once in this many milliseconds; `Infinity` leaves recovery to
+   * explicit `recover()` calls.
+   *
+   * @default {1000}
+   */
+  recoverEvery?: number;
+}
+
+/** What {@linkcode FileStore.prototype.recover} did. */
+export interface Recovered {
+  /** The paths in `new` of the files given back for another delivery. */
+  requeued: string[];
+  /** The paths in `failed` of the files that reached `maxDeliveries`. */
+  failed: string[];
 }
 
 /** Options for {@linkcode FileStore.prototype.create}. */
@@ -110,19 +137,38 @@ export interface StoreState {
   next: number;
   /** Whether checkStore() has passed on the existing directory. */
   checked: boolean;
+  readonly maxDeliveries: number;
+  readonly recoverEvery: number;
+  /** When claim() last ran recover() by itself (performance.now()). */
+  recovered: number;
 }
 
 /** The state of a new FileStore: the arguments checked, the directory looked at. */
 export function makeStore(path: string, options: FileStoreOptions | undefined): StoreState {
   const what = "make a FileStore";
-  const permissions = checkOptions(options, what)?.permissions;
+  const { permissions, maxDeliveries, recoverEvery } = checkOptions(options, what) ?? {};
   const s: StoreState = {
     path: resolve(checkPath(path, what)),
     permissions: checkPermissions(permissions, what, "permissions") ?? 0o666,
     backlog: [],
     next: 0,
     checked: false,
+    maxDeliveries: checkNumber(maxDeliveries, what, "maxDeliveries", "a whole number >= 1", {
+      min: 1,
+      integer: false,
+    }) ?? Infinity,
+    recoverEvery: checkNumber(
+      recoverEvery,
+      what,
+      "recoverEvery",
+      "a number of milliseconds >= 0",
+      { min: 0 },
+    ) ?? 1000,
+    recovered: -Infinity,
   };
+  if (s.maxDeliveries !== Infinity && !Number.isInteger(s.maxDeliveries)) {
+    throw invalid(RangeError, what, "maxDeliveries", "a whole number >= 1", s.maxDeliveries);
+  }
   s.checked = runSync(checkStore(s.path, AREAS));
   return s;
 }
@@ -271,10 +317,27 @@ export function* put(
 }
 
 /** FileStore.claim: the oldest regular file in new, moved into cur. */
-export function* claim(s: StoreState, options: ClaimOptions | undefined): Steps<string | null> {
-  let fresh = false;
+export function* claim(s: StoreState, options: ClaimOptions | undefined): Steps<Claim | null> {
   if (checkBoolean(checkOptions(options, "claim")?.rescan, "claim", "rescan")) s.backlog = [];
   if (!s.checked) yield* check(s);
+  const claimed = yield* take(s);
+  if (claimed !== null || s.recoverEvery === Infinity) return claimed;
+  // `new` is empty: bring back the files of dead consumers, now and then.
+  const now = performance.now();
+  if (now - s.recovered < s.recoverEvery) return null;
+  s.recovered = now;
+  const { requeued } = yield* recover(s);
+  if (requeued.length === 0) return null;
+  s.backlog = [];
+  return yield* take(s);
+}
+
+// The protocol, for every implementation (module doc of filestore.ts): the
+// file is opened in `new` and locked (LOCK_EX | LOCK_NB: a consumer that
+// is taking it holds the lock), then moved into `cur` without replacing
+// anything, and kept open, locked, until done or released.
+function* take(s: StoreState): Steps<Claim | null> {
+  let fresh = false;
   for (;;) {
     if (s.next >= s.backlog.length) {
       if (fresh) break;
@@ -288,25 +351,112 @@ export function* claim(s: StoreState, options: ClaimOptions | undefined): Steps<
     const name = s.backlog[s.next++]!;
     const source = inArea(s, "new", name);
     const target = inArea(s, "cur", name);
+    let raw: RawFile;
     try {
-      yield* moveNoReplace(source, target);
+      raw = yield* openFile(source, { read: true });
     } catch (e) {
-      // Another consumer won the race, or another file already has the
-      // name in `cur`: this one waits in `new` until the name is free.
-      if (e instanceof NotFound || e instanceof AlreadyExists) continue;
+      // Taken by another consumer since the reading, or swapped for
+      // something that is not a regular file.
+      if (e instanceof NotFound || e instanceof NotAFile) continue;
       throw e;
     }
-    // What was listed as a regular file may have been replaced by a link
-    // since: that is never handed out, but put back.
-    if ((yield* step("lstat", target)).isFile) return target;
     try {
-      yield* moveNoReplace(target, source);
-    } catch { /* then it stays in cur, still not handed out */ }
+      if (!(yield* step("tryLock", raw, true))) {
+        closeQuietly(raw);
+        continue;
+      }
+      const identity = yield* step("fstat", raw);
+      try {
+        yield* moveNoReplace(source, target);
+      } catch (e) {
+        // Another consumer won the race, or another file already has the
+        // name in `cur`: this one waits in `new` until the name is free.
+        closeQuietly(raw);
+        if (e instanceof NotFound || e instanceof AlreadyExists) continue;
+        throw e;
+      }
+      // What was opened must be what moved: a file swapped in between is
+      // not handed out, but put back.
+      if (!sameFile(yield* step("lstat", target), identity)) {
+        try {
+          yield* moveNoReplace(target, source);
+        } catch { /* then it stays in cur, for recover() */ }
+        closeQuietly(raw);
+        continue;
+      }
+      return grant(raw, s.path, name, deliveriesOf(name));
+    } catch (e) {
+      closeQuietly(raw);
+      throw e;
+    }
   }
-  // Every rename failed: another consumer won each race, unless `cur`
+  // Every move failed: another consumer won each race, unless `cur`
   // itself is gone, which must not pass for an empty queue.
   if (s.backlog.length > 0) yield* step("stat", `${s.path}/cur`);
   return null;
+}
+
+// A file that has come back from a dead consumer carries its count of
+// deliveries in its name: "NAME.retryN" has been handed out N+1 times.
+const RETRY = /\.retry(\d+)$/;
+
+function deliveriesOf(name: string): number {
+  const m = RETRY.exec(name);
+  return m ? Number(m[1]) + 1 : 1;
+}
+
+// The name under which a file goes back to `new`: one more retry, unless
+// that would pass 255 bytes (then the count stays where it is).
+function retried(name: string): string {
+  const m = RETRY.exec(name);
+  const next = m ? `${name.slice(0, m.index)}.retry${Number(m[1]) + 1}` : `${name}.retry1`;
+  return new TextEncoder().encode(next).length <= 255 ? next : name;
+}
+
+/**
+ * FileStore.recover: every regular file in `cur` that nobody holds locked
+ * (its consumer died) goes back to `new` under its next retry name, or to
+ * `failed` once it has been delivered `maxDeliveries` times. A file that a
+ * live consumer holds is never touched: the lock answers, not a timeout.
+ */
+export function* recover(s: StoreState): Steps<Recovered> {
+  if (!s.checked) yield* check(s);
+  const result: Recovered = { requeued: [], failed: [] };
+  for (const name of (yield* step("readFiles", `${s.path}/cur`)).sort()) {
+    const source = inArea(s, "cur", name);
+    let raw: RawFile;
+    try {
+      raw = yield* openFile(source, { read: true });
+    } catch (e) {
+      if (e instanceof NotFound || e instanceof NotAFile) continue;
+      throw e;
+    }
+    try {
+      if (!(yield* step("tryLock", raw, true))) continue;
+      const identity = yield* step("fstat", raw);
+      let current: FileInfo | undefined;
+      try {
+        current = yield* step("lstat", source);
+      } catch (e) {
+        if (!(e instanceof NotFound)) throw e;
+      }
+      // Recovered by another process between our open and our lock.
+      if (current === undefined || !sameFile(current, identity)) continue;
+      const failed = deliveriesOf(name) >= s.maxDeliveries;
+      if (failed) yield* useArea(s.path, "failed");
+      const target = failed ? `${s.path}/failed/${name}` : inArea(s, "new", retried(name));
+      try {
+        yield* moveNoReplace(source, target);
+      } catch (e) {
+        if (e instanceof NotFound || e instanceof AlreadyExists) continue;
+        throw e;
+      }
+      (failed ? result.failed : result.requeued).push(target);
+    } finally {
+      closeQuietly(raw);
+    }
+  }
+  return result;
 }
 
 /** FileStore.cleanup: old regular files in tmp. */

@@ -90,46 +90,65 @@ export function* checkStore(path: string, areas: readonly string[]): Steps<boole
     if (why !== undefined) throw new PermissionDenied("EPERM", what, current, why);
     at = i < 0 ? "" : current;
   }
-  for (const area of areas) {
-    const areaPath = `${path}/${area}`;
-    let info: FileInfo;
-    try {
-      info = yield* step("lstat", areaPath);
-    } catch (e) {
-      if (e instanceof NotFound) continue;
-      throw e;
-    }
-    if (info.isSymlink) {
-      throw new NotAFile(
-        "ELOOP",
-        what,
-        areaPath,
-        "the area is a symbolic link, which is never followed",
-      );
-    }
-    if (!info.isDirectory) {
-      throw new FsError("ENOTDIR", what, areaPath, "the area is not a directory");
-    }
-    if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
-      throw new PermissionDenied(
-        "EPERM",
-        what,
-        areaPath,
-        `the area belongs to uid ${info.uid}, who could replace it with a link; it must be this user's (uid ${uid}) or root's`,
-      );
-    }
-    if ((info.mode & WRITABLE_BY_OTHER_USERS) !== 0) {
-      throw new PermissionDenied(
-        "EPERM",
-        what,
-        areaPath,
-        `its mode ${
-          octal(info.mode)
-        } lets anybody put and rearrange files in the area: remove others' write permission (chmod o-w); a group may write it`,
-      );
-    }
+  for (const area of areas) yield* checkArea(`${path}/${area}`, uid, false);
+  return true;
+}
+
+// An area must be a real directory of this user's or root's that others
+// (beyond the group) cannot write. Returns false if it does not exist.
+function* checkArea(areaPath: string, uid: number | undefined, required: boolean): Steps<boolean> {
+  const what = "use as a store";
+  let info: FileInfo;
+  try {
+    info = yield* step("lstat", areaPath);
+  } catch (e) {
+    if (e instanceof NotFound && !required) return false;
+    throw e;
+  }
+  if (info.isSymlink) {
+    throw new NotAFile(
+      "ELOOP",
+      what,
+      areaPath,
+      "the area is a symbolic link, which is never followed",
+    );
+  }
+  if (!info.isDirectory) {
+    throw new FsError("ENOTDIR", what, areaPath, "the area is not a directory");
+  }
+  if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+    throw new PermissionDenied(
+      "EPERM",
+      what,
+      areaPath,
+      `the area belongs to uid ${info.uid}, who could replace it with a link; it must be this user's (uid ${uid}) or root's`,
+    );
+  }
+  if ((info.mode & WRITABLE_BY_OTHER_USERS) !== 0) {
+    throw new PermissionDenied(
+      "EPERM",
+      what,
+      areaPath,
+      `its mode ${
+        octal(info.mode)
+      } lets anybody put and rearrange files in the area: remove others' write permission (chmod o-w); a group may write it`,
+    );
   }
   return true;
+}
+
+/**
+ * Makes sure the extra area `name` of the store at `store` (for finished
+ * or failed work) exists and passes the checks of the three areas.
+ */
+export function* useArea(store: string, name: string): Steps<void> {
+  const areaPath = `${store}/${name}`;
+  try {
+    yield* step("mkdir", areaPath, false);
+  } catch (e) {
+    if (!(e instanceof AlreadyExists)) throw e;
+  }
+  yield* checkArea(areaPath, rt.uid(), true);
 }
 
 /**

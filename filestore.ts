@@ -1,13 +1,30 @@
 /**
- * A maildir-style file queue, after Python's gocept.filestore: producers
- * write a file in `tmp` and publish it with one atomic rename into `new`; a
- * consumer takes it by renaming it from `new` into `cur`, and the rename
- * decides which of several competing processes got it, without any lock.
+ * A maildir-style file queue, after Python's gocept.filestore, grown into a
+ * crash-safe one: producers write a file in `tmp` and publish it with one
+ * atomic rename into `new`; a consumer claims it into `cur` and holds it
+ * locked while it works, so that a consumer that dies loses its claim at
+ * once and the file is handed out again (at least once, never lost).
+ *
+ * The protocol, for programs in other languages that share a store (every
+ * lock is a BSD `flock` on the whole file, as Python's `fcntl.flock` and
+ * `flock(1)` take it):
+ * - put: write `tmp/NAME` (opened `O_CREAT | O_EXCL`), fsync, rename to
+ *   `new/NAME`.
+ * - claim: open `new/NAME` read-only, `flock(LOCK_EX | LOCK_NB)` (refused:
+ *   another consumer is taking it; skip it), `link` it to `cur/NAME`
+ *   (`EEXIST`: leave it) and unlink `new/NAME`; keep the descriptor, and
+ *   with it the lock, while working.
+ * - done: unlink (or move away) `cur/NAME` while still holding the lock,
+ *   then close. release: move it back to `new/NAME`, then close.
+ * - recover: for each file in `cur`, open it and `flock(LOCK_EX | LOCK_NB)`:
+ *   granted means its consumer is gone; move it to `new/NAME.retryN`
+ *   (N counts the recoveries) or, past the limit, to `failed/NAME`, then
+ *   close. A refused lock means a live consumer: leave it.
  *
  * ```ts
  * import { FileStore } from "@filestore/filestore";
  * import assert from "node:assert/strict";
- * import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+ * import { mkdtempSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
  *
@@ -16,8 +33,9 @@
  *   const store = new FileStore(join(dir, "queue"));
  *   await store.prepare();
  *   await store.put("hello");
- *   const path = await store.claim();
- *   assert.equal(readFileSync(path!, "utf8"), "hello");
+ *   await using claim = (await store.claim())!;
+ *   assert.equal(await claim.text(), "hello");
+ *   await claim.done();
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
@@ -26,6 +44,7 @@
  * @module
  */
 import type { OpenFile } from "./_file.ts";
+import type { Claim } from "./_claim.ts";
 import { run, runSync } from "./_steps.ts";
 import {
   type Area,
@@ -44,6 +63,8 @@ import {
   prepare,
   put,
   type PutOptions,
+  recover,
+  type Recovered,
   remove,
   type StoreState,
   watch,
@@ -59,8 +80,10 @@ export type {
   CreateOptions,
   FileStoreOptions,
   PutOptions,
+  Recovered,
   WatchOptions,
 } from "./_store.ts";
+export { Claim, type DoneOptions } from "./_claim.ts";
 export { OpenFile } from "./_file.ts";
 export type { FileInfo } from "./_runtime.ts";
 
@@ -384,8 +407,8 @@ export class FileStore {
    *   const store = new FileStore(dir);
    *   await store.prepare();
    *   await store.put("hello");
-   *   const path = (await store.claim())!;
-   *   const copy = await store.copy(path, "cur", "tmp");
+   *   await using claim = (await store.claim())!;
+   *   const copy = await store.copy(claim.path, "cur", "tmp");
    *   assert.equal(readFileSync(copy, "utf8"), "hello");
    * } finally {
    *   rmSync(dir, { recursive: true });
@@ -519,9 +542,16 @@ export class FileStore {
   }
 
   /**
-   * Takes the oldest file in `new` by renaming it into `cur`. With any
-   * number of competing consumers, in this process or others, each file is
-   * taken exactly once: a file another consumer took first is skipped.
+   * Takes the oldest file in `new` for this consumer and holds it: the file
+   * is locked (`flock`), moved into `cur`, and handed out as a
+   * {@link Claim} that stays locked until the consumer calls `done()` (the
+   * file leaves the queue) or `release()` (back to `new`). With any number
+   * of competing consumers, in this process or others, on any runtime,
+   * each file is held by one consumer at a time. A consumer that dies
+   * holding a claim loses its lock at once, and the file goes back to
+   * `new` with the next {@linkcode FileStore.prototype.recover}, which
+   * `claim()` itself runs when it finds `new` empty (at most once every
+   * `recoverEvery` ms): at-least-once delivery, with no lease to time out.
    *
    * "Oldest" is by name, which for files from
    * {@linkcode FileStore.prototype.put} is their delivery time (to the
@@ -531,15 +561,14 @@ export class FileStore {
    * meanwhile waits for the next reading even if its name sorts first.
    *
    * @param options `rescan: true` reads `new` again now.
-   * @returns The taken file's full path in `cur`, or `null` when `new` is
-   * empty.
+   * @returns The claim, or `null` when `new` is empty.
    * @throws {NotFound} When the store is not prepared.
    *
    * @example Usage
    * ```ts
    * import { FileStore } from "@filestore/filestore";
    * import assert from "node:assert/strict";
-   * import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+   * import { mkdtempSync, rmSync } from "node:fs";
    * import { tmpdir } from "node:os";
    * import { join } from "node:path";
    *
@@ -549,29 +578,82 @@ export class FileStore {
    *   await store.prepare();
    *   await store.put("first");
    *   await store.put("second");
-   *   assert.equal(readFileSync((await store.claim())!, "utf8"), "first");
-   *   assert.equal(readFileSync((await store.claim())!, "utf8"), "second");
-   *   assert.equal(await store.claim(), null);
+   *   const first = (await store.claim())!;
+   *   assert.equal(await first.text(), "first");
+   *   await first.done();
+   *   const second = (await store.claim())!;
+   *   await second.release(); // back to new, for somebody else
+   *   assert.equal(await (await store.claim())!.text(), "second");
    * } finally {
    *   rmSync(dir, { recursive: true });
    * }
    * ```
    */
-  claim(options?: ClaimOptions): Promise<string | null> {
+  claim(options?: ClaimOptions): Promise<Claim | null> {
     return run(claim(this.#s, options));
   }
 
   /**
-   * Takes the oldest file in `new`, synchronously; see
+   * Takes the oldest file in `new` and holds it, synchronously; see
    * {@linkcode FileStore.prototype.claim}.
    *
    * @param options `rescan: true` reads `new` again now.
-   * @returns The taken file's full path in `cur`, or `null` when `new` is
-   * empty.
+   * @returns The claim, or `null` when `new` is empty.
    * @throws {NotFound} When the store is not prepared.
    */
-  claimSync(options?: ClaimOptions): string | null {
+  claimSync(options?: ClaimOptions): Claim | null {
     return runSync(claim(this.#s, options));
+  }
+
+  /**
+   * Gives the files of dead consumers back: every file in `cur` that
+   * nobody holds locked goes back to `new` (named `NAME.retryN`, N being
+   * how often it came back), or to the area `failed` once it has been
+   * delivered `maxDeliveries` times. It may run at any time, from any
+   * process or runtime, while consumers work: a live consumer's file is
+   * locked, and never taken, however long the work takes.
+   *
+   * @returns The paths given back to `new` and moved to `failed`.
+   * @throws {NotFound} When the store is not prepared.
+   *
+   * @example Usage
+   * ```ts
+   * import { FileStore } from "@filestore/filestore";
+   * import assert from "node:assert/strict";
+   * import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   *
+   * const dir = mkdtempSync(join(tmpdir(), "filestore-"));
+   * try {
+   *   const store = new FileStore(dir, { recoverEvery: Infinity });
+   *   await store.prepare();
+   *   // What a consumer that died leaves: a file in cur that nobody holds.
+   *   writeFileSync(join(dir, "cur", "order-1"), "order 1");
+   *   await store.put("order 2");
+   *   const held = (await store.claim())!; // a live consumer's claim
+   *   const { requeued } = await store.recover();
+   *   assert.deepEqual(requeued, [join(dir, "new", "order-1.retry1")]);
+   *   assert.equal((await store.claim())!.deliveries, 2);
+   *   await held.done();
+   * } finally {
+   *   rmSync(dir, { recursive: true });
+   * }
+   * ```
+   */
+  recover(): Promise<Recovered> {
+    return run(recover(this.#s));
+  }
+
+  /**
+   * Gives the files of dead consumers back, synchronously; see
+   * {@linkcode FileStore.prototype.recover}.
+   *
+   * @returns The paths given back to `new` and moved to `failed`.
+   * @throws {NotFound} When the store is not prepared.
+   */
+  recoverSync(): Recovered {
+    return runSync(recover(this.#s));
   }
 
   /**

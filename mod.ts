@@ -19,8 +19,9 @@
  *   await using lock = new Lock(join(dir, "consumer.lock"));
  *   await lock.acquire();
  *   await store.put("hello");
- *   const path = await store.claim();
- *   assert.ok(path?.includes("/cur/"));
+ *   await using claim = (await store.claim())!;
+ *   assert.equal(await claim.text(), "hello");
+ *   await claim.done();
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }

@@ -7,7 +7,16 @@ import { join } from "node:path";
 import process from "node:process";
 import { args, benchDir, option, type Row } from "./_util.ts";
 
-const FIGURES = ["uncontended", "handoff", "contention", "pipeline", "scale", "resources", "waits"];
+const FIGURES = [
+  "uncontended",
+  "handoff",
+  "contention",
+  "pipeline",
+  "scale",
+  "resources",
+  "waits",
+  "claims",
+];
 const RUNTIMES = ["deno", "bun", "node"];
 
 function commandFor(runtime: string, script: string, rest: string[]): [string, string[]] {

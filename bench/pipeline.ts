@@ -33,13 +33,17 @@ async function consumer(root: string): Promise<void> {
   await next();
   let count = 0;
   for (;;) {
-    if (await store.claim()) {
+    const claim = await store.claim();
+    if (claim) {
+      await claim.done();
       count++;
       continue;
     }
     if (fs.existsSync(done)) {
       // Everything was put before `done` appeared: one more full look.
-      if (await store.claim({ rescan: true })) {
+      const last = await store.claim({ rescan: true });
+      if (last) {
+        await last.done();
         count++;
         continue;
       }

@@ -67,9 +67,9 @@ await measure("Lock acquire()+release()", async () => {
 const store = new FileStore(join(dir.path, "queue"));
 await store.prepare();
 const data = new Uint8Array(100);
-await measure("put({ sync: false })+claim()+remove()", async () => {
+await measure("put({ sync: false })+claim()+done()", async () => {
   await store.put(data, { sync: false });
-  const path = await store.claim();
-  if (path === null) throw new Error("claim() found nothing after a put()");
-  await store.remove(path, "cur");
+  const claim = await store.claim();
+  if (claim === null) throw new Error("claim() found nothing after a put()");
+  await claim.done();
 });

@@ -15,11 +15,12 @@ import { FileStore, Lock, LockError, LockFile, readLockFile } from "../mod.ts";
 // holds the report's lock, so that lines never interleave.
 async function consume(store: FileStore, report: string, id: string): Promise<number> {
   let done = 0;
-  for (let path = await store.claim(); path !== null; path = await store.claim()) {
-    const text = readFileSync(path, "utf8");
+  for (let claim = await store.claim(); claim !== null; claim = await store.claim()) {
+    const text = await claim.text();
     await using lock = new Lock(report, { timeout: 5_000 });
     const file = await lock.acquire();
     await file.write(`${id} handled ${text}`);
+    await claim.done();
     done++;
   }
   return done;

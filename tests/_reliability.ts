@@ -159,7 +159,7 @@ export function brokenMessage(bytes: Uint8Array): string | undefined {
   return undefined;
 }
 
-function checkArea(store: FileStore, area: Area, f: Figures): string[] {
+function checkArea(store: FileStore, area: Area | "done", f: Figures): string[] {
   const names = readdirSync(join(store.path, area));
   for (const name of names) {
     const why = brokenMessage(readFileSync(join(store.path, area, name)));
@@ -285,6 +285,7 @@ export async function manyWaiters(dir: string, count: number): Promise<Figures> 
           await store.put(`message ${i}`, { sync: false });
           const claimed = await store.claim();
           if (claimed === null) f.violations.push("claim() found nothing after put()");
+          else await claimed.done();
           await writeFile(join(dir, "plain"), `plain ${i}`);
           if ((await readFile(join(dir, "plain"), "utf8")) !== `plain ${i}`) {
             f.violations.push("read back something else");
@@ -455,10 +456,18 @@ export async function killedConsumer(dir: string, kills: number): Promise<Figure
     }
     halfDone += both.length;
     const claimed: string[] = [];
-    for (let path = store.claimSync(); path !== null; path = store.claimSync()) claimed.push(path);
+    // The dead consumer's files in cur stay where they are for this count.
+    const checker = new FileStore(store.path, { recoverEvery: Infinity });
+    for (let c = checker.claimSync(); c !== null; c = checker.claimSync()) {
+      claimed.push(c.path);
+      c.doneSync({ moveTo: "checked" });
+    }
     for (const path of claimed) {
       if (both.includes(basename(path))) f.violations.push(`${path} was handed out twice`);
-      renameSync(path, join(store.path, "new", basename(path)));
+      renameSync(
+        join(store.path, "checked", basename(path)),
+        join(store.path, "new", basename(path)),
+      );
     }
     if (readdirSync(join(store.path, "new")).some((name) => both.includes(name))) {
       f.violations.push("claim() did not finish a half-done claim");
@@ -523,8 +532,10 @@ export async function exactlyOnce(
   f.losses = [...put].filter((name) => !claims.has(name)).length;
   if (twice > 0) f.violations.push(`${twice} messages claimed more than once`);
   if (f.losses > 0) f.violations.push(`${f.losses} messages never claimed`);
+  const done = checkArea(store, "done", f).length;
+  if (done !== messages) f.violations.push(`done holds ${done} of ${messages} messages`);
   const cur = checkArea(store, "cur", f).length;
-  if (cur !== messages) f.violations.push(`cur holds ${cur} of ${messages} messages`);
+  if (cur !== 0) f.violations.push(`cur still holds ${cur} messages`);
   return f;
 }
 
@@ -1279,9 +1290,9 @@ export async function resources(dir: string, cycles: number, putClaims: number):
   }
   function putClaim(i: number): void {
     store.putSync(payload, { sync: false });
-    const path = store.claimSync();
-    if (path === null) throw new Error("claim found nothing");
-    store.removeSync(path, "cur");
+    const claim = store.claimSync();
+    if (claim === null) throw new Error("claim found nothing");
+    claim.doneSync();
     if (i % 1000 === 999) store.cleanupSync();
   }
   const warm = Math.min(3_000, cycles);

@@ -242,12 +242,12 @@ describe("FileStore", () => {
     const names = [await store.put("1"), store.putSync("2"), await store.put("3")].map((p) =>
       basename(p)
     );
-    assert.equal(await store.claim(), join(tmp.path, "cur", names[0]!));
-    assert.equal(store.claimSync(), join(tmp.path, "cur", names[1]!));
+    assert.equal((await store.claim())?.path, join(tmp.path, "cur", names[0]!));
+    assert.equal(store.claimSync()?.path, join(tmp.path, "cur", names[1]!));
     // A file arriving after the last reading of `new` is found too.
     const late = basename(await store.put("4"));
-    assert.equal(await store.claim(), join(tmp.path, "cur", names[2]!));
-    assert.equal(await store.claim(), join(tmp.path, "cur", late));
+    assert.equal((await store.claim())?.path, join(tmp.path, "cur", names[2]!));
+    assert.equal((await store.claim())?.path, join(tmp.path, "cur", late));
     assert.equal(await store.claim(), null);
     assert.equal(store.claimSync(), null);
     assert.equal(readFileSync(join(tmp.path, "cur", late), "utf8"), "4");
@@ -259,14 +259,14 @@ describe("FileStore", () => {
     const theirs = new FileStore(tmp.path);
     await mine.prepare();
     for (let i = 0; i < 10; i++) mine.putSync(String(i), { sync: false });
-    const first = await mine.claim(); // reads all ten names
+    const first = (await mine.claim())?.path; // reads all ten names
     const taken = [first];
-    for (let i = 0; i < 4; i++) taken.push(await theirs.claim());
-    for (let i = 0; i < 5; i++) taken.push(await mine.claim());
+    for (let i = 0; i < 4; i++) taken.push((await theirs.claim())?.path);
+    for (let i = 0; i < 5; i++) taken.push((await mine.claim())?.path);
     assert.equal(await mine.claim(), null);
     assert.equal(await theirs.claim(), null);
     assert.equal(new Set(taken).size, 10);
-    assert.ok(taken.every((path) => path !== null));
+    assert.ok(taken.every((path) => path !== undefined));
   });
 
   test("concurrent claim() calls in one process each take a different file", async () => {
@@ -275,7 +275,7 @@ describe("FileStore", () => {
     await store.prepare();
     for (let i = 0; i < 5; i++) store.putSync(String(i), { sync: false });
     const results = await Promise.all(Array.from({ length: 10 }, () => store.claim()));
-    const taken = results.filter((path) => path !== null);
+    const taken = results.filter((claim) => claim !== null).map((claim) => claim.path);
     assert.equal(taken.length, 5);
     assert.equal(new Set(taken).size, 5);
   });
@@ -593,7 +593,8 @@ describe("FileStore", () => {
         );
         assert.equal(claimed.length, 2000);
         assert.equal(new Set(claimed).size, 2000);
-        assert.deepEqual(readdirSync(join(dir, "cur")).sort(), [...claimed].sort());
+        assert.deepEqual(readdirSync(join(dir, "done")).sort(), [...claimed].sort());
+        assert.deepEqual(readdirSync(join(dir, "cur")), []);
         assert.deepEqual(readdirSync(join(dir, "new")), []);
         assert.deepEqual(readdirSync(join(dir, "tmp")), []);
         // Every consumer got a share: the rename really is contended.

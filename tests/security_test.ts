@@ -276,7 +276,7 @@ test(
     chmodSync(join(path, "new"), 0o2775);
     asNobody(`ln -s ${v.secret} ${path}/new/passwd && echo hello > ${path}/new/real`);
     await unchanged(v, async () => {
-      assert.equal(await store.claim(), join(path, "cur", "real"));
+      assert.equal((await store.claim())?.path, join(path, "cur", "real"));
       assert.equal(await store.claim(), null);
       assert.equal(store.claimSync({ rescan: true }), null);
     });
@@ -297,7 +297,7 @@ test("4. two messages delivered under one name: the second claim never replaces 
     file.closeSync();
     if (text === "message 1") {
       store.moveSync("same", "tmp", "new");
-      assert.equal(store.claimSync(), join(dir.path, "cur", "same"));
+      assert.equal(store.claimSync()?.path, join(dir.path, "cur", "same"));
     } else {
       store.moveSync("same", "tmp", "new");
     }
@@ -310,7 +310,7 @@ test("4. two messages delivered under one name: the second claim never replaces 
   assert.throws(() => store.moveSync("same", "new", "cur"), AlreadyExists);
   assert.equal(readFileSync(join(dir.path, "cur", "same"), "utf8"), "message 1");
   store.removeSync("same", "cur");
-  assert.equal(store.claimSync(), join(dir.path, "cur", "same"));
+  assert.equal(store.claimSync()?.path, join(dir.path, "cur", "same"));
   assert.equal(readFileSync(join(dir.path, "cur", "same"), "utf8"), "message 2");
 });
 
@@ -356,7 +356,7 @@ test("14. a claimed name with a backslash can be removed and moved", () => {
   const store = new FileStore(dir.path);
   store.prepareSync();
   writeFileSync(join(dir.path, "new", "a\\b"), "x");
-  const path = store.claimSync()!;
+  const path = store.claimSync()!.path;
   assert.equal(path, join(dir.path, "cur", "a\\b"));
   store.moveSync(path, "cur", "tmp");
   store.removeSync("a\\b", "tmp");

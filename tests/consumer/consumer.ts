@@ -19,8 +19,14 @@ export async function main(dir: string): Promise<void> {
   const store = new FileStore(`${dir}/queue`);
   await store.prepare();
   const delivered: string = await store.put("hello");
-  const claimed: string | null = await store.claim();
-  console.log(delivered, claimed);
+  const claimed = await store.claim();
+  if (claimed !== null) {
+    const text: string = await claimed.text();
+    console.log(delivered, claimed.path, text, claimed.deliveries);
+    await claimed.done({ moveTo: "done" });
+  }
+  const { requeued, failed } = await store.recover();
+  console.log(requeued.length, failed.length);
 
   const handle = await open(`${dir}/a.lock`, "a+");
   const target: LockTarget = handle;

@@ -60,6 +60,11 @@ export interface Recovered {
   requeued: string[];
   /** The paths in `failed` of the files that reached `maxDeliveries`. */
   failed: string[];
+  /**
+   * The paths in `cur` of files that also had another name: a move that a
+   * dead process cut short, finished by removing the name in `cur`.
+   */
+  finished: string[];
 }
 
 /** Options for {@linkcode FileStore.prototype.create}. */
@@ -421,7 +426,7 @@ function retried(name: string): string {
  */
 export function* recover(s: StoreState): Steps<Recovered> {
   if (!s.checked) yield* check(s);
-  const result: Recovered = { requeued: [], failed: [] };
+  const result: Recovered = { requeued: [], failed: [], finished: [] };
   for (const name of (yield* step("readFiles", `${s.path}/cur`)).sort()) {
     const source = inArea(s, "cur", name);
     let raw: RawFile;
@@ -442,6 +447,15 @@ export function* recover(s: StoreState): Steps<Recovered> {
       }
       // Recovered by another process between our open and our lock.
       if (current === undefined || !sameFile(current, identity)) continue;
+      // A second name means a move that a dead process cut short between
+      // its link and its unlink (a claim from new, a release back to it,
+      // done into another area): the file is at its other name already,
+      // so the move is finished rather than the file handed out again.
+      if (identity.nlink > 1) {
+        yield* unlinkIfSame(source, identity);
+        result.finished.push(source);
+        continue;
+      }
       const failed = deliveriesOf(name) >= s.maxDeliveries;
       if (failed) yield* useArea(s.path, "failed");
       const target = failed ? `${s.path}/failed/${name}` : inArea(s, "new", retried(name));

@@ -609,11 +609,13 @@ export class FileStore {
    * Gives the files of dead consumers back: every file in `cur` that
    * nobody holds locked goes back to `new` (named `NAME.retryN`, N being
    * how often it came back), or to the area `failed` once it has been
-   * delivered `maxDeliveries` times. It may run at any time, from any
-   * process or runtime, while consumers work: a live consumer's file is
-   * locked, and never taken, however long the work takes.
+   * delivered `maxDeliveries` times. A file that also has another name
+   * was being moved (link, then unlink) when its process died: that move
+   * is finished instead. It may run at any time, from any process or
+   * runtime, while consumers work: a live consumer's file is locked, and
+   * never taken, however long the work takes.
    *
-   * @returns The paths given back to `new` and moved to `failed`.
+   * @returns The paths given back to `new`, moved to `failed`, and finished.
    * @throws {NotFound} When the store is not prepared.
    *
    * @example Usage

@@ -1337,3 +1337,96 @@ export async function runInProcess(name: string, long: boolean): Promise<Figures
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+// ------------------------------------------------------------ claims
+
+/**
+ * `consumers` processes of all three runtimes claim `messages` messages,
+ * logging "begin" and "end" around the work and recovering now and then,
+ * while `kills` of them are SIGKILLed at random moments and replaced.
+ * Every message must reach `done` once, none may be left in `new` or
+ * `cur`, no two live processes may hold one message at once, and the
+ * number worked on twice (at-least-once) may not pass the number of kills.
+ */
+export async function killedClaimers(
+  dir: string,
+  consumers: number,
+  messages: number,
+  kills: number,
+): Promise<Figures> {
+  const f = figures(`${consumers} claimers, ${kills} SIGKILLed`);
+  const store = new FileStore(join(dir, "store"));
+  store.prepareSync();
+  const log = join(dir, "log");
+  const stop = join(dir, "stop");
+  writeFileSync(log, "");
+  for (let i = 0; i < messages; i++) store.putSync(`message ${i}`, { sync: false });
+  const workers = new Set<Child>();
+  const spawnWorker = (i: number) => {
+    const child = start(RUNTIMES[i % RUNTIMES.length]!, "tests/fixtures/claim_worker.ts", [
+      "work",
+      store.path,
+      log,
+      stop,
+    ]);
+    workers.add(child);
+    f.processes++;
+  };
+  try {
+    for (let i = 0; i < consumers; i++) spawnWorker(i);
+    // Spread the kills over the run: a pause scaled to the queue's size.
+    const pauseMs = Math.max(10, (messages / consumers) * 0.4 / Math.max(1, kills / consumers));
+    for (let k = 0; k < kills; k++) {
+      await sleep(pauseMs * (0.5 + Math.random()));
+      const victim = [...workers][Math.floor(Math.random() * workers.size)]!;
+      victim.kill("SIGKILL");
+      workers.delete(victim);
+      f.kills++;
+      spawnWorker(k);
+    }
+    writeFileSync(stop, "");
+    await Promise.all([...workers].map((c) => c.line("finished", 1_800_000)));
+  } finally {
+    await settle([...workers]);
+  }
+  // What the last killed ones held: one more recovery, then done here.
+  const rest = new FileStore(store.path, { recoverEvery: Infinity });
+  rest.recoverSync();
+  let finishedHere = 0;
+  for (let c = rest.claimSync(); c !== null; c = rest.claimSync()) {
+    c.doneSync({ moveTo: "done" });
+    finishedHere++;
+  }
+  const base = (name: string) => name.replace(/\.retry\d+$/, "");
+  const done = readdirSync(join(store.path, "done")).map(base);
+  f.operations = done.length;
+  f.losses = messages - new Set(done).size;
+  if (f.losses > 0) f.violations.push(`${f.losses} messages never reached done`);
+  if (done.length !== new Set(done).size) f.violations.push("a message is in done twice");
+  for (const area of ["new", "cur"] as const) {
+    const left = readdirSync(join(store.path, area)).length;
+    if (left > 0) f.violations.push(`${left} messages left in ${area}`);
+  }
+  // No message between "begin" and "end" in two processes at once: an end
+  // must come from the process of the latest begin.
+  const holder = new Map<string, string>();
+  const ends = new Map<string, number>();
+  for (const line of readFileSync(log, "utf8").split("\n")) {
+    if (line === "") continue;
+    const [what, name, pid] = line.split(" ") as [string, string, string];
+    const key = base(name);
+    if (what === "begin") {
+      holder.set(key, pid);
+    } else {
+      if (holder.get(key) !== pid) f.violations.push(`two owners of ${key}: ${line}`);
+      holder.delete(key);
+      ends.set(key, (ends.get(key) ?? 0) + 1);
+    }
+  }
+  const twice = [...ends.values()].filter((n) => n > 1).length;
+  if (twice > f.kills) f.violations.push(`${twice} messages worked on twice with ${f.kills} kills`);
+  f.notes.push(
+    `${twice} messages worked on twice (at-least-once; ${f.kills} kills); ${finishedHere} finished by the checker`,
+  );
+  return f;
+}

@@ -4,12 +4,13 @@
 // of all three runtimes, at once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Claim, FileStore } from "../filestore.ts";
 import { AlreadyExists } from "../errors.ts";
 import { rt } from "../_runtime.ts";
-import { type Child, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
+import { type Child, RUNTIMES, start, tempDir } from "./_util.ts";
+import { killedClaimers } from "./_reliability.ts";
 
 const WORKER = "tests/fixtures/claim_worker.ts";
 
@@ -102,6 +103,7 @@ test("recover() gives back a file nobody holds, counts its deliveries, and leave
   assert.deepEqual(await s.store.recover(), {
     requeued: [join(s.dir, "new", "orphan.retry1")],
     failed: [],
+    finished: [],
   });
   assert.ok(existsSync(held.path));
   const again = (await s.store.claim())!;
@@ -115,12 +117,28 @@ test("recover() gives back a file nobody holds, counts its deliveries, and leave
   assert.deepEqual(s.store.recoverSync(), {
     requeued: [],
     failed: [join(s.dir, "failed", "orphan.retry1")],
+    finished: [],
   });
   assert.equal(
     readFileSync(join(s.dir, "failed", "orphan.retry1"), "utf8"),
     "left by a dead consumer",
   );
   await held.done();
+});
+
+test("recover() finishes a move that a dead process cut short between link and unlink", async () => {
+  using s = prepared({ recoverEvery: Infinity });
+  writeFileSync(join(s.dir, "cur", "half-done"), "finished work");
+  mkdirSync(join(s.dir, "done"));
+  linkSync(join(s.dir, "cur", "half-done"), join(s.dir, "done", "half-done"));
+  assert.deepEqual(await s.store.recover(), {
+    requeued: [],
+    failed: [],
+    finished: [join(s.dir, "cur", "half-done")],
+  });
+  assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
+  assert.equal(readFileSync(join(s.dir, "done", "half-done"), "utf8"), "finished work");
+  assert.equal(await s.store.claim(), null);
 });
 
 test("claim() recovers by itself when new is empty, at most once per recoverEvery", async () => {
@@ -188,62 +206,8 @@ test("a live consumer's claim is never recovered while processes of all runtimes
 });
 
 test("consumers of three runtimes, some SIGKILLed, recovering as they go: every message done, none owned twice at once", async () => {
-  using s = prepared();
-  const messages = 600;
-  const log = join(s.dir, "log");
-  const stop = join(s.dir, "stop");
-  writeFileSync(log, "");
-  for (let i = 0; i < messages; i++) s.store.putSync(`message ${i}`, { sync: false });
-  const workers = new Set<Child>();
-  const spawn = (i: number) => {
-    const child = start(RUNTIMES[i % 3]!, WORKER, ["work", s.dir, log, stop]);
-    workers.add(child);
-    return child;
-  };
-  let kills = 0;
-  try {
-    for (let i = 0; i < 6; i++) spawn(i);
-    // Kill a random worker every few milliseconds and start another.
-    for (let round = 0; round < 12; round++) {
-      await sleep(15 + Math.random() * 30);
-      const victim = [...workers][Math.floor(Math.random() * workers.size)]!;
-      victim.kill("SIGKILL");
-      workers.delete(victim);
-      kills++;
-      spawn(round);
-    }
-    writeFileSync(stop, "");
-    await Promise.all([...workers].map((c) => c.line("finished", 120_000)));
-  } finally {
-    for (const c of workers) c.kill("SIGKILL");
-  }
-  // Whatever the killed ones held: one last recovery, then finish here.
-  const rest = new FileStore(s.dir, { recoverEvery: Infinity });
-  rest.recoverSync();
-  for (let c = rest.claimSync(); c !== null; c = rest.claimSync()) c.doneSync({ moveTo: "done" });
-  const base = (name: string) => name.replace(/\.retry\d+$/, "");
-  const done = readdirSync(join(s.dir, "done")).map(base);
-  assert.equal(new Set(done).size, messages, "every message reached done once");
-  assert.deepEqual(readdirSync(join(s.dir, "new")), []);
-  assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
-  // Ownership: no message is between "begin" and "end" in two processes
-  // at once; a message worked on twice must have lost a killed consumer.
-  const open = new Map<string, string>();
-  const ends = new Map<string, number>();
-  for (const line of readFileSync(log, "utf8").split("\n").filter(Boolean)) {
-    const [what, name, pid] = line.split(" ") as [string, string, string];
-    const key = base(name);
-    if (what === "begin") {
-      const holder = open.get(key);
-      // A begin after a killed holder's begin (it never logged its end) is fine.
-      assert.ok(holder === undefined || holder !== pid, line);
-      open.set(key, pid);
-    } else {
-      assert.equal(open.get(key), pid, `end by another process than the begin: ${line}`);
-      open.delete(key);
-      ends.set(key, (ends.get(key) ?? 0) + 1);
-    }
-  }
-  const twice = [...ends.values()].filter((n) => n > 1).length;
-  assert.ok(twice <= kills, `${twice} messages done twice with ${kills} kills`);
+  using dir = tempDir();
+  const f = await killedClaimers(dir.path, 6, 600, 12);
+  assert.deepEqual(f.violations, [], f.notes.join("; "));
+  assert.equal(f.operations, 600);
 });

@@ -13,6 +13,7 @@ import {
   figures,
   fullDisk,
   holders,
+  killedClaimers,
   killedConsumer,
   killedHolder,
   killedProducer,
@@ -84,6 +85,7 @@ for (const kind of ["lock", "pid", "lockfile"] as const) {
 await scenario("killed producer", (d) => killedProducer(d, LONG.producerKills));
 await scenario("killed consumer", (d) => killedConsumer(d, LONG.consumerKills));
 await scenario("exactly once", (d) => exactlyOnce(d, LONG.messages, LONG.consumers));
+await scenario("killed claimers", (d) => killedClaimers(d, 8, 20_000, 100));
 await scenario("full disk", async (d) => {
   if (canMountTmpfs(d)) return await fullDisk(d);
   return figures("full disk (skipped: cannot mount a tmpfs)");

@@ -135,7 +135,22 @@ export function denoRuntime(): Impl {
     },
     readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
     pid: D.pid,
-    hostname: () => hostname ??= D.hostname(),
+    // Deno.hostname() needs --allow-sys; the kernel's own copy needs only
+    // --allow-read.
+    hostname() {
+      if (hostname === undefined) {
+        try {
+          hostname = D.hostname();
+        } catch {
+          try {
+            hostname = fs.readFileSync("/proc/sys/kernel/hostname", "utf8").trim();
+          } catch {
+            hostname = "localhost";
+          }
+        }
+      }
+      return hostname;
+    },
     openSync: onPath(
       "open",
       (path, flags: OpenFlags) => raw(path, D.openSync(path, denoOptions(flags))),

@@ -105,6 +105,11 @@ function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]
  * (hard links) is refused too: it is about to be overwritten.
  */
 export function* openFile(path: string, flags: OpenFlags): Steps<RawFile> {
+  return (yield* openFileInfo(path, flags))[0];
+}
+
+/** {@link openFile}, with what fstat said of the file. */
+export function* openFileInfo(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
   const plain: OpenFlags = { ...flags, truncate: false, noFollow: true };
   let raw: RawFile;
   let info: FileInfo;
@@ -139,7 +144,7 @@ export function* openFile(path: string, flags: OpenFlags): Steps<RawFile> {
     if (!info.isFile) throw notAFile(path, info);
     if (flags.single || flags.truncate) checkSingleName(raw, info);
     if (flags.truncate && info.size > 0) yield* step("truncate", raw, 0);
-    return raw;
+    return [raw, info];
   } catch (e) {
     closeQuietly(raw);
     throw e;

@@ -15,7 +15,7 @@ import {
 } from "./_check.ts";
 import { type OpenFile, wrapFile } from "./_file.ts";
 import { checkName, uniqueName } from "./_names.ts";
-import { openFile, sameFile, unlinkIfSame } from "./_open.ts";
+import { openFile, openFileInfo, sameFile, unlinkIfSame } from "./_open.ts";
 import { closeQuietly, type FileInfo, type RawFile, unlinkQuietly } from "./_runtime.ts";
 import { runSync, step, type Steps } from "./_steps.ts";
 import { checkStore, copyNoReplace, moveNoReplace, useArea } from "./_store_dir.ts";
@@ -357,8 +357,9 @@ function* take(s: StoreState): Steps<Claim | null> {
     const source = inArea(s, "new", name);
     const target = inArea(s, "cur", name);
     let raw: RawFile;
+    let identity: FileInfo;
     try {
-      raw = yield* openFile(source, { read: true });
+      [raw, identity] = yield* openFileInfo(source, { read: true });
     } catch (e) {
       // Taken by another consumer since the reading, or swapped for
       // something that is not a regular file.
@@ -370,7 +371,6 @@ function* take(s: StoreState): Steps<Claim | null> {
         closeQuietly(raw);
         continue;
       }
-      const identity = yield* step("fstat", raw);
       try {
         yield* moveNoReplace(source, target);
       } catch (e) {

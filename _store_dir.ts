@@ -137,18 +137,26 @@ function* checkArea(areaPath: string, uid: number | undefined, required: boolean
   return true;
 }
 
+// Extra areas already made and checked, in this process. Whoever could
+// swap one for a link later can write the store's directory, which
+// checkStore() allows to nobody but this user and root.
+const usable = new Set<string>();
+
 /**
  * Makes sure the extra area `name` of the store at `store` (for finished
  * or failed work) exists and passes the checks of the three areas.
  */
 export function* useArea(store: string, name: string): Steps<void> {
   const areaPath = `${store}/${name}`;
+  if (usable.has(areaPath)) return;
   try {
     yield* step("mkdir", areaPath, false);
   } catch (e) {
     if (!(e instanceof AlreadyExists)) throw e;
   }
   yield* checkArea(areaPath, rt.uid(), true);
+  if (usable.size > 1000) usable.clear();
+  usable.add(areaPath);
 }
 
 /**

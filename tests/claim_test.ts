@@ -3,6 +3,7 @@
 // file of a dead consumer back at once, and never a live one's. Consumers
 // of all three runtimes, at once.
 import { test } from "node:test";
+import { spawn, spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -189,7 +190,8 @@ test("a live consumer's claim is never recovered while processes of all runtimes
   using s = prepared({ recoverEvery: Infinity });
   await s.store.put("slow work");
   const claim = (await s.store.claim())!;
-  const recoverers: Child[] = RUNTIMES.map((r) => start(r, WORKER, ["recover", s.dir, "3000"]));
+  // Ten seconds of work, with a recovery loop in each runtime all along.
+  const recoverers: Child[] = RUNTIMES.map((r) => start(r, WORKER, ["recover", s.dir, "10000"]));
   try {
     const results = await Promise.all(recoverers.map((c) => c.line(/^\{/, 60_000)));
     for (const line of results) {
@@ -204,6 +206,53 @@ test("a live consumer's claim is never recovered while processes of all runtimes
     for (const c of recoverers) c.kill("SIGKILL");
   }
 });
+
+const hasPython = spawnSync("python3", ["-c", "import fcntl"]).status === 0;
+
+test(
+  "a Python consumer that follows the protocol (fcntl.flock on its file in cur) is never recovered",
+  {
+    skip: hasPython ? false : "needs python3",
+  },
+  async () => {
+    using s = prepared({ recoverEvery: Infinity });
+    await s.store.put("for python");
+    const name = readdirSync(join(s.dir, "new"))[0]!;
+    // Python claims it as the module doc says: open in new, LOCK_EX|LOCK_NB,
+    // link into cur, unlink from new, and hold.
+    const script = [
+      "import fcntl, os, sys, time",
+      `new, cur = ${JSON.stringify(join(s.dir, "new", name))}, ${
+        JSON.stringify(join(s.dir, "cur", name))
+      }`,
+      "fd = os.open(new, os.O_RDONLY)",
+      "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+      "os.link(new, cur); os.unlink(new)",
+      "print('claimed', flush=True)",
+      "sys.stdin.readline()",
+      "os.unlink(cur); os.close(fd); print('done', flush=True)",
+    ].join("\n");
+    const python = spawn("python3", ["-c", script], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines: string[] = [];
+    const next = () =>
+      new Promise<string>((resolve) => {
+        const check = () => lines.length > 0 ? resolve(lines.shift()!) : setTimeout(check, 5);
+        check();
+      });
+    python.stdout!.setEncoding("utf8");
+    python.stdout!.on("data", (chunk: string) => lines.push(...chunk.split("\n").filter(Boolean)));
+    try {
+      assert.equal(await next(), "claimed");
+      assert.deepEqual(await s.store.recover(), { requeued: [], failed: [], finished: [] });
+      assert.equal(await s.store.claim(), null);
+      python.stdin!.write("go\n");
+      assert.equal(await next(), "done");
+      assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
+    } finally {
+      python.kill("SIGKILL");
+    }
+  },
+);
 
 test("consumers of three runtimes, some SIGKILLed, recovering as they go: every message done, none owned twice at once", async () => {
   using dir = tempDir();

@@ -26,7 +26,8 @@ import {
   unlockSync,
 } from "../lock.ts";
 import { AlreadyExists, IsADirectory, NotFound, PermissionDenied } from "../errors.ts";
-import { type Child, runtimeName, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
+import { type Child, command, runtimeName, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
+import { tmpdir } from "node:os";
 
 const CHILD = "tests/fixtures/lock_child.ts";
 
@@ -778,3 +779,46 @@ test("Lock names 'mode' for a value that cannot even be turned into a string", (
     return true;
   });
 });
+
+// Root may open any file: the refusals are shown by a child that runs as
+// nobody (setpriv), of each runtime.
+const canDrop = process.getuid?.() === 0 &&
+  spawnSync("setpriv", ["--version"]).status === 0;
+
+for (const runtime of RUNTIMES) {
+  test(
+    `${runtime} as an unprivileged user: Lock, LockFile and readLockFile refuse with PermissionDenied`,
+    {
+      skip: canDrop ? false : "needs root and setpriv(1) to run a child as nobody",
+    },
+    () => {
+      using dir = tempDir();
+      fs.chmodSync(dir.path, 0o755);
+      fs.writeFileSync(join(dir.path, "unreadable"), "");
+      fs.chmodSync(join(dir.path, "unreadable"), 0o000);
+      fs.writeFileSync(join(dir.path, "read-only"), "");
+      fs.chmodSync(join(dir.path, "read-only"), 0o444);
+      const cache = fs.mkdtempSync(join(tmpdir(), "nobody-cache-"));
+      fs.chmodSync(cache, 0o777);
+      try {
+        const [bin, args] = command(runtime, "tests/fixtures/denied.ts", [dir.path]);
+        const r = spawnSync(
+          "setpriv",
+          ["--reuid=65534", "--regid=65534", "--clear-groups", bin, ...args],
+          {
+            encoding: "utf8",
+            env: { ...process.env, HOME: cache, DENO_DIR: cache, BUN_INSTALL_CACHE_DIR: cache },
+          },
+        );
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1)!), {
+          lockUnreadable: "PermissionDenied EACCES",
+          lockFileReadOnly: "PermissionDenied EACCES",
+          readLockFileUnreadable: "PermissionDenied EACCES",
+        });
+      } finally {
+        fs.rmSync(cache, { recursive: true, force: true });
+      }
+    },
+  );
+}

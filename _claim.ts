@@ -1,11 +1,13 @@
 // The handle of a claimed file: it holds the file's flock from before the
 // file left `new` until the consumer is done with it or releases it, so
 // that "is anybody still working on this?" has an exact answer (recover()).
-import { checkOptions } from "./_check.ts";
+import { checkOptions, invalid } from "./_check.ts";
 import { checkName } from "./_names.ts";
 import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
 import { moveNoReplace, useArea } from "./_store_dir.ts";
+import { retried } from "./_names.ts";
+import { AlreadyExists } from "./errors.ts";
 
 /** Options of {@link Claim.prototype.done}. */
 export interface DoneOptions {
@@ -25,6 +27,11 @@ interface Grant {
 }
 
 let pending: Grant | undefined;
+
+// A claim that is dropped without done() or release() is garbage: its
+// descriptor is closed then, the lock goes, and recover() hands the file
+// out again, as if its consumer had died.
+const dropped = new FinalizationRegistry<RawFile>((raw) => closeQuietly(raw));
 
 /**
  * A file claimed from a {@link FileStore}'s `new`, held for its consumer:
@@ -79,6 +86,7 @@ export class Claim implements AsyncDisposable, Disposable {
     ({ raw: this.#raw, store: this.#store, name: this.#name, deliveries: this.#deliveries } =
       pending);
     pending = undefined;
+    dropped.register(this, this.#raw, this);
   }
 
   /** The file's full path, in `cur` while the claim is held. */
@@ -217,6 +225,15 @@ export class Claim implements AsyncDisposable, Disposable {
       yield* step("unlink", this.path);
     } else {
       const area = checkName(moveTo, "finish a claim", false);
+      if (area === "tmp" || area === "new" || area === "cur") {
+        throw invalid(
+          RangeError,
+          "finish a claim",
+          "moveTo",
+          "an area of its own (not tmp, new or cur, where the file would be cleaned up, delivered again or recovered)",
+          moveTo,
+        );
+      }
       yield* useArea(this.#store, area);
       target = `${this.#store}/${area}/${this.#name}`;
       yield* moveNoReplace(this.path, target);
@@ -228,11 +245,14 @@ export class Claim implements AsyncDisposable, Disposable {
   /**
    * Gives the file back to `new` for another consumer (after an error,
    * say), then drops the lock. A file of the same name that arrived in
-   * `new` meanwhile is never replaced: then this one stays in `cur`,
-   * unlocked, for `recover()`.
+   * `new` meanwhile is never replaced: this one goes back under its next
+   * retry name (`NAME.retryN`) then; if that is taken too, this throws
+   * `AlreadyExists`, and the file stays in `cur`, unlocked, for
+   * `recover()`. The claim is given up either way.
    *
    * @returns The file's path in `new`.
    * @throws {TypeError} The claim is already finished.
+   * @throws {AlreadyExists} A file of the same name is in `new`.
    */
   release(): Promise<string> {
     return run(this.#release());
@@ -251,10 +271,20 @@ export class Claim implements AsyncDisposable, Disposable {
 
   *#release(): Steps<string> {
     this.#held();
-    const target = `${this.#store}/new/${this.#name}`;
+    let target = `${this.#store}/new/${this.#name}`;
     try {
-      yield* moveNoReplace(this.path, target);
+      try {
+        yield* moveNoReplace(this.path, target);
+      } catch (e) {
+        // Another file of the same name arrived in `new` meanwhile: this
+        // one goes back under its next retry name.
+        if (!(e instanceof AlreadyExists)) throw e;
+        target = `${this.#store}/new/${retried(this.#name)}`;
+        yield* moveNoReplace(this.path, target);
+      }
     } finally {
+      // Given up in any case: a file that could not go back stays in `cur`,
+      // unlocked, and recover() hands it out again.
       this.#finish();
     }
     return target;
@@ -269,6 +299,7 @@ export class Claim implements AsyncDisposable, Disposable {
 
   #finish(): void {
     this.#finished = true;
+    dropped.unregister(this);
     closeQuietly(this.#raw);
   }
 

@@ -64,3 +64,23 @@ export function uniqueName(): string {
     random.toString(16).padStart(8, "0")
   }.${host}`;
 }
+
+// A file that has come back from a dead consumer carries its count of
+// deliveries in its name: "NAME.retryN" has been handed out N+1 times.
+const RETRY = /\.retry(\d+)$/;
+
+/** How often a file named so has been handed out. */
+export function deliveriesOf(name: string): number {
+  const m = RETRY.exec(name);
+  return m ? Number(m[1]) + 1 : 1;
+}
+
+/**
+ * The name under which a file goes back to `new` once more: one more
+ * retry, unless that would pass 255 bytes (then the count stays).
+ */
+export function retried(name: string): string {
+  const m = RETRY.exec(name);
+  const next = m ? `${name.slice(0, m.index)}.retry${Number(m[1]) + 1}` : `${name}.retry1`;
+  return new TextEncoder().encode(next).length <= 255 ? next : name;
+}

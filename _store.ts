@@ -14,7 +14,7 @@ import {
   toBytes,
 } from "./_check.ts";
 import { type OpenFile, wrapFile } from "./_file.ts";
-import { checkName, uniqueName } from "./_names.ts";
+import { checkName, deliveriesOf, retried, uniqueName } from "./_names.ts";
 import { openFile, openFileInfo, sameFile, unlinkIfSame } from "./_open.ts";
 import { closeQuietly, type FileInfo, type RawFile, unlinkQuietly } from "./_runtime.ts";
 import { runSync, step, type Steps } from "./_steps.ts";
@@ -371,23 +371,28 @@ function* take(s: StoreState): Steps<Claim | null> {
         closeQuietly(raw);
         continue;
       }
+      // The lock is on the file opened; only if that file is still the one
+      // at `new/NAME` does the lock stand for it: a consumer that took and
+      // finished it meanwhile, and a new file delivered under the same
+      // name, would otherwise be moved without anybody's lock on it.
+      let current: FileInfo | undefined;
+      try {
+        current = yield* step("lstat", source);
+      } catch (e) {
+        if (!(e instanceof NotFound)) throw e;
+      }
+      if (current === undefined || !sameFile(current, identity)) {
+        closeQuietly(raw);
+        continue;
+      }
       try {
         yield* moveNoReplace(source, target);
       } catch (e) {
-        // Another consumer won the race, or another file already has the
-        // name in `cur`: this one waits in `new` until the name is free.
+        // Another file already has the name in `cur`: this one waits in
+        // `new` until the name is free.
         closeQuietly(raw);
         if (e instanceof NotFound || e instanceof AlreadyExists) continue;
         throw e;
-      }
-      // What was opened must be what moved: a file swapped in between is
-      // not handed out, but put back.
-      if (!sameFile(yield* step("lstat", target), identity)) {
-        try {
-          yield* moveNoReplace(target, source);
-        } catch { /* then it stays in cur, for recover() */ }
-        closeQuietly(raw);
-        continue;
       }
       return grant(raw, s.path, name, deliveriesOf(name));
     } catch (e) {
@@ -401,21 +406,16 @@ function* take(s: StoreState): Steps<Claim | null> {
   return null;
 }
 
-// A file that has come back from a dead consumer carries its count of
-// deliveries in its name: "NAME.retryN" has been handed out N+1 times.
-const RETRY = /\.retry(\d+)$/;
-
-function deliveriesOf(name: string): number {
-  const m = RETRY.exec(name);
-  return m ? Number(m[1]) + 1 : 1;
-}
-
-// The name under which a file goes back to `new`: one more retry, unless
-// that would pass 255 bytes (then the count stays where it is).
-function retried(name: string): string {
-  const m = RETRY.exec(name);
-  const next = m ? `${name.slice(0, m.index)}.retry${Number(m[1]) + 1}` : `${name}.retry1`;
-  return new TextEncoder().encode(next).length <= 255 ? next : name;
+// Whether the file `identity` also has the name NAME in an area of the
+// store other than `cur` (the areas are the store's subdirectories).
+function* otherName(s: StoreState, name: string, identity: FileInfo): Steps<boolean> {
+  for (const area of yield* step("readDir", s.path)) {
+    if (area === "cur") continue;
+    try {
+      if (sameFile(yield* step("lstat", `${s.path}/${area}/${name}`), identity)) return true;
+    } catch { /* not there, or not a directory */ }
+  }
+  return false;
 }
 
 /**
@@ -447,11 +447,13 @@ export function* recover(s: StoreState): Steps<Recovered> {
       }
       // Recovered by another process between our open and our lock.
       if (current === undefined || !sameFile(current, identity)) continue;
-      // A second name means a move that a dead process cut short between
-      // its link and its unlink (a claim from new, a release back to it,
-      // done into another area): the file is at its other name already,
-      // so the move is finished rather than the file handed out again.
-      if (identity.nlink > 1) {
+      // A second name in another area of the store means a move that a
+      // dead process cut short between its link and its unlink (a claim
+      // from new, a release back to it, done into an area): the file is
+      // at its other name already, so that move is finished instead of
+      // the file handed out again. A link elsewhere (a user's) does not
+      // count.
+      if (identity.nlink > 1 && (yield* otherName(s, name, identity))) {
         yield* unlinkIfSame(source, identity);
         result.finished.push(source);
         continue;

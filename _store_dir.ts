@@ -167,22 +167,36 @@ export function* useArea(store: string, name: string): Steps<void> {
  * another file has the name `to`.
  */
 export function* moveNoReplace(from: string, to: string): Steps<void> {
-  try {
-    yield* step("link", from, to);
-  } catch (e) {
-    if (!(e instanceof AlreadyExists)) throw e;
-    // Either another mover got there first with this same file (finish its
-    // move), or a different file has the name.
+  // A file moved onto its own name stays where it is (link would say
+  // EEXIST for the same file, which the branch below takes for another
+  // mover's finished work and unlinks).
+  if (from === to) return;
+  // A target that is there at the link and gone at the look that follows
+  // (another consumer took it meanwhile) is tried again.
+  for (let attempt = 0;; attempt++) {
+    try {
+      yield* step("link", from, to);
+      break;
+    } catch (e) {
+      if (!(e instanceof AlreadyExists)) throw e;
+    }
+    // Either another mover got there first with this same file (finish
+    // its move), or a different file has the name.
     let source: FileInfo;
-    let target: FileInfo;
     try {
       source = yield* step("lstat", from);
-      target = yield* step("lstat", to);
-    } catch (e2) {
-      if (e2 instanceof NotFound) {
+    } catch (e) {
+      if (e instanceof NotFound) {
         throw new NotFound("ENOENT", "rename", from, "no such file or directory");
       }
-      throw e2;
+      throw e;
+    }
+    let target: FileInfo;
+    try {
+      target = yield* step("lstat", to);
+    } catch (e) {
+      if (e instanceof NotFound && attempt < 3) continue;
+      throw e;
     }
     if (!sameFile(source, target)) {
       throw new AlreadyExists(

@@ -613,7 +613,13 @@ export class FileStore {
    * was being moved (link, then unlink) when its process died: that move
    * is finished instead. It may run at any time, from any process or
    * runtime, while consumers work: a live consumer's file is locked, and
-   * never taken, however long the work takes.
+   * never taken, however long the work takes. Every unlocked file in `cur`
+   * counts as a dead consumer's, also one put there with `move()` in the
+   * style of gocept.filestore: a store used that way wants
+   * `recoverEvery: Infinity` and no `recover()` calls. A name too long to
+   * take one more `.retryN` (above about 245 bytes) keeps its count, so
+   * `maxDeliveries` cannot stop it; a producer's name ending in `.retryN`
+   * counts as N+1 deliveries.
    *
    * @returns The paths given back to `new`, moved to `failed`, and finished.
    * @throws {NotFound} When the store is not prepared.

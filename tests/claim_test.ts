@@ -260,3 +260,41 @@ test("consumers of three runtimes, some SIGKILLed, recovering as they go: every 
   assert.deepEqual(f.violations, [], f.notes.join("; "));
   assert.equal(f.operations, 600);
 });
+
+test("found by review: moveTo an area of the queue is refused, and move() onto itself keeps the file", () => {
+  using s = prepared({ recoverEvery: Infinity });
+  s.store.putSync("x");
+  const claim = s.store.claimSync()!;
+  for (const area of ["cur", "new", "tmp"]) {
+    assert.throws(() => claim.doneSync({ moveTo: area }), RangeError);
+    assert.ok(!claim.finished && existsSync(claim.path), area);
+  }
+  claim.doneSync({ moveTo: "kept" });
+  writeFileSync(join(s.dir, "new", "same"), "y");
+  assert.equal(s.store.moveSync("same", "new", "new"), join(s.dir, "new", "same"));
+  assert.equal(readFileSync(join(s.dir, "new", "same"), "utf8"), "y");
+});
+
+test("found by review: a user's hard link elsewhere does not make recover() drop a file", () => {
+  using s = prepared({ recoverEvery: Infinity });
+  using backup = tempDir();
+  writeFileSync(join(s.dir, "cur", "orphan"), "z");
+  linkSync(join(s.dir, "cur", "orphan"), join(backup.path, "orphan"));
+  assert.deepEqual(s.store.recoverSync(), {
+    requeued: [join(s.dir, "new", "orphan.retry1")],
+    failed: [],
+    finished: [],
+  });
+});
+
+test("found by review: release() with a namesake in new goes back under its retry name", () => {
+  using s = prepared({ recoverEvery: Infinity, maxDeliveries: 1 });
+  writeFileSync(join(s.dir, "new", "x"), "first");
+  const claim = s.store.claimSync()!;
+  writeFileSync(join(s.dir, "new", "x"), "second");
+  assert.equal(claim.releaseSync(), join(s.dir, "new", "x.retry1"));
+  assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
+  assert.deepEqual(s.store.recoverSync(), { requeued: [], failed: [], finished: [] });
+  const texts = [s.store.claimSync()!, s.store.claimSync()!].map((c) => c.textSync()).sort();
+  assert.deepEqual(texts, ["first", "second"]);
+});

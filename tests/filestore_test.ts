@@ -237,7 +237,7 @@ describe("FileStore", () => {
 
   test("claim() takes the oldest file first, then null when new is empty", async () => {
     using tmp = tempDir();
-    const store = new FileStore(tmp.path);
+    const store = new FileStore(tmp.path, { recoverEvery: Infinity });
     await store.prepare();
     const names = [await store.put("1"), store.putSync("2"), await store.put("3")].map((p) =>
       basename(p)
@@ -255,8 +255,8 @@ describe("FileStore", () => {
 
   test("claim() skips files another consumer took since its last reading", async () => {
     using tmp = tempDir();
-    const mine = new FileStore(tmp.path);
-    const theirs = new FileStore(tmp.path);
+    const mine = new FileStore(tmp.path, { recoverEvery: Infinity });
+    const theirs = new FileStore(tmp.path, { recoverEvery: Infinity });
     await mine.prepare();
     for (let i = 0; i < 10; i++) mine.putSync(String(i), { sync: false });
     const first = (await mine.claim())?.path; // reads all ten names

@@ -18,7 +18,7 @@ import { MAX_TIMER, share, waitForLock, type WaitRules } from "./_wait.ts";
 import { AlreadyLocked, type LockHolder } from "./errors.ts";
 
 /** How {@link Lock} opens its file. */
-export type LockMode = "a" | "w" | "r+";
+export type LockMode = "a" | "w" | "r+" | "r";
 
 /** Options of one {@link Lock.prototype.acquire} call, overriding the lock's own. */
 export interface AcquireOptions {
@@ -60,8 +60,9 @@ export interface LockOptions extends AcquireOptions {
   /**
    * How to open the file: `"a"` creates it if needed and appends, `"w"`
    * creates it if needed and truncates it once the lock is held (never
-   * before), and `"r+"` opens an existing file for reading and writing at
-   * its start.
+   * before), `"r+"` opens an existing file for reading and writing at
+   * its start, and `"r"` opens an existing file for reading only, as
+   * util-linux `flock(1)` does with a lock file it may not write.
    *
    * @default {"a"}
    */
@@ -134,13 +135,14 @@ export interface Kind {
   holder?(path: string): LockHolder;
 }
 
-const MODES: readonly LockMode[] = ["a", "w", "r+"];
+const MODES: readonly LockMode[] = ["a", "w", "r+", "r"];
 
 /** How each mode opens the file. */
 export const OPEN_FLAGS: Record<LockMode, OpenFlags> = {
   "a": { read: true, append: true, create: true },
   "w": { read: true, write: true, create: true, single: true },
   "r+": { read: true, write: true },
+  "r": { read: true },
 };
 
 /** A plain lock: the file stays when released. */
@@ -277,7 +279,7 @@ export class Lock implements AsyncDisposable, Disposable {
     this.#mode = checkChoice(mode, what, "mode", MODES);
     if (checkBoolean(shared, what, "shared") && mode === "w") {
       const expected =
-        `"a" or "r+" when 'shared' is true ("w" truncates, which needs an exclusive lock)`;
+        `"a", "r+" or "r" when 'shared' is true ("w" truncates, which needs an exclusive lock)`;
       throw invalid(RangeError, what, "mode", expected, mode);
     }
     this.#exclusive = !shared;
@@ -308,7 +310,7 @@ export class Lock implements AsyncDisposable, Disposable {
    * @returns The open, locked file.
    * @throws {AlreadyLocked} `failWhenLocked` or `timeout: 0` and the lock is
    * held, or `timeout` ran out.
-   * @throws {NotFound} The directory does not exist, or the file with mode `"r+"`.
+   * @throws {NotFound} The directory does not exist, or the file with mode `"r+"` or `"r"`.
    * @throws {IsADirectory} A directory is at the path.
    * @throws {PermissionDenied} The file may not be opened.
    * @throws {TypeError} An override has the wrong type.

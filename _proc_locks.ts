@@ -27,12 +27,18 @@ function seesEveryProcess(): boolean {
   return seesAll;
 }
 
+/** One process holding a flock lock, as /proc/locks lists it. */
+export interface FlockEntry {
+  pid: number;
+  shared: boolean;
+}
+
 /**
- * The pids holding a flock on the file; undefined where /proc/locks cannot
- * tell: there is none, or it lists nobody and this process is in a pid
- * namespace whose /proc may leave a holder out.
+ * The processes holding a flock on the file; undefined where /proc/locks
+ * cannot tell: there is none, or it lists nobody and this process is in a
+ * pid namespace whose /proc may leave a holder out.
  */
-export function flockHoldersOf(info: FileInfo): number[] | undefined {
+export function flockEntriesOf(info: FileInfo): FlockEntry[] | undefined {
   const dev = BigInt(info.dev);
   const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
   const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
@@ -43,17 +49,45 @@ export function flockHoldersOf(info: FileInfo): number[] | undefined {
     } catch {
       return undefined;
     }
-    const pids: number[] = [];
+    const found: FlockEntry[] = [];
     for (const line of table.split("\n")) {
-      const m = /^\d+: FLOCK +\S+ +\S+ +(-?\d+) +([0-9a-f]+):([0-9a-f]+):(\d+) /.exec(line);
+      const m = /^\d+: FLOCK +\S+ +(\S+) +(-?\d+) +([0-9a-f]+):([0-9a-f]+):(\d+) /.exec(line);
       if (
-        m && BigInt(`0x${m[2]}`) === major && BigInt(`0x${m[3]}`) === minor &&
-        Number(m[4]) === info.ino
+        m && BigInt(`0x${m[3]}`) === major && BigInt(`0x${m[4]}`) === minor &&
+        Number(m[5]) === info.ino
       ) {
-        pids.push(Number(m[1]));
+        found.push({ pid: Number(m[2]), shared: m[1] === "READ" });
       }
     }
-    if (pids.length > 0) return pids;
+    if (found.length > 0) return found;
   }
   return seesEveryProcess() ? [] : undefined;
+}
+
+/** The pids holding a flock on the file; see {@link flockEntriesOf}. */
+export function flockHoldersOf(info: FileInfo): number[] | undefined {
+  return flockEntriesOf(info)?.map((e) => e.pid);
+}
+
+/** What /proc says of a process: its command line and when it started; undefined parts it would not tell. */
+export function processOf(pid: number): { command?: string; startedAt?: Date } {
+  const out: { command?: string; startedAt?: Date } = {};
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    if (argv.at(-1) === "") argv.pop();
+    if (argv.length > 0) out.command = argv.join(" ");
+  } catch { /* gone, or hidden from us */ }
+  try {
+    // Field 22 of /proc/PID/stat is the start in clock ticks after boot;
+    // the fields before it follow the command name, which may hold spaces
+    // and parentheses, so they are counted from its closing parenthesis.
+    // The kernel reports ticks in USER_HZ, 100 on every Linux.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+    const btime = /^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"));
+    if (btime && Number.isFinite(ticks)) {
+      out.startedAt = new Date(Number(btime[1]) * 1000 + ticks * 10);
+    }
+  } catch { /* gone, or hidden from us */ }
+  return out;
 }

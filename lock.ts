@@ -47,6 +47,7 @@ export {
   NamedBoundedSemaphore,
 } from "./_semaphore.ts";
 export { openAtomic, type OpenAtomicOptions, openAtomicSync } from "./_atomic.ts";
+export { type LockHolderProcess, lockHolders } from "./_holders.ts";
 // The lock errors and the handle that acquire() resolves to, for users of
 // this entry point alone.
 export { AlreadyLocked, type AlreadyLockedOptions, LockException } from "./errors.ts";

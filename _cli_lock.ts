@@ -1,0 +1,256 @@
+// `filestore lock` and `filestore holders`: flock(1)'s command, which also
+// says who holds the lock.
+import { readFileSync } from "node:fs";
+import process from "node:process";
+import { exitCode, type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
+import { runCommand, signalStatus } from "./_cli_run.ts";
+import { fileOf, type OpenFile } from "./_file.ts";
+import { type LockHolderProcess, lockHolders } from "./_holders.ts";
+import { Lock } from "./_lock.ts";
+import { rt } from "./_runtime.ts";
+import { AlreadyLocked, PermissionDenied } from "./errors.ts";
+
+const LOCK_OPTIONS: readonly OptionSpec[] = [
+  { short: "s", long: "shared" },
+  { short: "x", long: "exclusive" },
+  { short: "e", long: "exclusive" },
+  { short: "n", long: "nonblock" },
+  { long: "nb" },
+  { short: "w", long: "wait", value: "required" },
+  { long: "timeout", value: "required" },
+  { short: "E", long: "conflict-exit-code", value: "required" },
+  { short: "o", long: "close" },
+  { short: "c", long: "command", value: "required" },
+  { long: "verbose" },
+  { long: "pid" },
+  { short: "h", long: "help" },
+];
+
+/** The help of `filestore lock`. */
+export const LOCK_HELP = `Usage: filestore lock [options] FILE [--] COMMAND [ARGS...]
+       filestore lock [options] FILE -c STRING
+
+Runs COMMAND while holding a flock(2) lock on FILE (created if missing), as
+util-linux flock(1) does, with the same options and exit statuses. The lock
+is the one flock(1), Python's fcntl.flock and this package's Lock take.
+
+Options:
+  -x, -e, --exclusive     an exclusive lock (the default)
+  -s, --shared            a shared lock
+  -n, --nonblock, --nb    fail at once if the lock is held
+  -w, --wait, --timeout S give up after S seconds (fractions allowed; 0 = -n)
+  -E, --conflict-exit-code N  exit status when the lock is held (default 1)
+  -o, --close             COMMAND does not inherit the lock (always so on Deno)
+  -c, --command STRING    run STRING with $SHELL -c (default /bin/sh)
+      --pid               write " PID HOST" into FILE while holding it
+      --verbose           say how long the wait took, and what runs
+  -h, --help              this help
+
+When the lock is held, a line on stderr names its holders: pid, shared or
+exclusive, command line and since when (from /proc/locks on Linux).
+COMMAND's exit status is passed through (128+N if signal N ended it).
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to filestore are
+passed on to COMMAND; the lock is released when COMMAND has ended.
+Exit statuses: 64 bad usage, 66 FILE cannot be opened, 69 COMMAND cannot
+be run.
+
+Example:
+  filestore lock -n /tmp/backup.lock -- ./backup.sh --full
+`;
+
+/** The help of `filestore holders`. */
+export const HOLDERS_HELP = `Usage: filestore holders [--json] FILE
+
+Lists every process holding a flock(2) lock on FILE, one a line:
+PID, "shared" or "exclusive", then its command line. Read from /proc/locks
+(Linux), without taking the lock.
+
+Options:
+      --json   one JSON array of {pid, shared, command, startedAt}
+  -h, --help   this help
+
+Exit statuses: 0 somebody holds it, 1 nobody does, 66 FILE cannot be
+opened, 69 the system cannot tell (no /proc/locks).
+
+Example:
+  filestore holders /var/lock/backup.lock | cut -d' ' -f1
+`;
+
+/** `filestore lock`: the exit status. */
+export async function lockCommand(args: readonly string[]): Promise<number> {
+  const { options, operands } = parse(args, LOCK_OPTIONS, 1);
+  if (options.has("help")) {
+    process.stdout.write(LOCK_HELP);
+    return 0;
+  }
+  const [file, ...rest] = operands;
+  if (file === undefined) throw new UsageError("requires a file and a command");
+  let argv = rest[0] === "--" ? rest.slice(1) : rest;
+  let script = options.get("command");
+  if (script === undefined && (argv[0] === "-c" || argv[0] === "--command")) {
+    if (argv.length !== 2) throw new UsageError(`${argv[0]} takes exactly one argument`);
+    script = argv[1]!;
+    argv = [];
+  }
+  if (typeof script === "string") {
+    if (argv.length > 0) throw new UsageError("-c and a command cannot both be given");
+    argv = [process.env.SHELL || "/bin/sh", "-c", script];
+  }
+  if (argv.length === 0) throw new UsageError("requires a command to run");
+  const shared = sharedWins(args);
+  const pid = options.has("pid");
+  if (pid && shared) throw new UsageError("--pid needs an exclusive lock (without -s)");
+  const wait = options.get("wait") ?? options.get("timeout");
+  const timeout = typeof wait === "string" ? seconds(wait, "-w") : Infinity;
+  const failWhenLocked = options.has("nonblock") || options.has("nb") || timeout === 0;
+  const conflict = options.has("conflict-exit-code")
+    ? exitCode(String(options.get("conflict-exit-code")), "-E")
+    : 1;
+  const verbose = options.has("verbose");
+
+  const stop = new AbortController();
+  const abort = (signal: NodeJS.Signals) => stop.abort(signal);
+  process.on("SIGINT", abort).on("SIGTERM", abort);
+  const started = performance.now();
+  let lock: Lock | undefined;
+  let opened: OpenFile | undefined;
+  try {
+    for (const mode of pid ? ["a"] as const : ["a", "r"] as const) {
+      const candidate = new Lock(file, {
+        mode,
+        shared,
+        timeout,
+        failWhenLocked,
+        signal: stop.signal,
+      });
+      try {
+        opened = await candidate.acquire();
+        lock = candidate;
+        break;
+      } catch (e) {
+        if (!(e instanceof PermissionDenied) || mode === "r") throw e;
+      }
+    }
+  } catch (e) {
+    if (e instanceof AlreadyLocked) {
+      process.stderr.write(`filestore: ${file}: ${refusal(file)}\n`);
+      if (verbose) process.stderr.write("filestore: failed to get lock\n");
+      return conflict;
+    }
+    if (stop.signal.aborted) return signalStatus(String(stop.signal.reason));
+    throw e;
+  } finally {
+    process.off("SIGINT", abort).off("SIGTERM", abort);
+  }
+  const held = lock!;
+  const raw = fileOf(opened!);
+  if (verbose) {
+    const took = ((performance.now() - started) / 1000).toFixed(6);
+    process.stderr.write(`filestore: getting lock took ${took} seconds\n`);
+    process.stderr.write(`filestore: executing ${argv[0]}\n`);
+  }
+  if (pid) {
+    rt.truncateSync(raw, 0);
+    rt.writeSync(raw, new TextEncoder().encode(` ${process.pid} ${rt.hostname()}\n`), 0);
+  }
+  // Without -o the command holds the lock too, through the same open file,
+  // as under flock(1): what it leaves running keeps it after it exits, so
+  // this process then lets its own descriptor go without unlocking.
+  const inherit = options.has("close") || rt.name === "deno" ? undefined : raw.fd;
+  try {
+    return await runCommand(argv, inherit);
+  } finally {
+    if (inherit === undefined) held.release();
+  }
+}
+
+/** `filestore holders`: the exit status. */
+export function holdersCommand(args: readonly string[]): number {
+  const { options, operands } = parse(args, [
+    { long: "json" },
+    { short: "h", long: "help" },
+  ]);
+  if (options.has("help")) {
+    process.stdout.write(HOLDERS_HELP);
+    return 0;
+  }
+  if (operands.length !== 1) throw new UsageError("requires exactly one file");
+  const holders = lockHolders(operands[0]!);
+  if (holders === undefined) {
+    process.stderr.write(`filestore: cannot tell who holds ${operands[0]}: ${noProcLocks()}\n`);
+    return 69;
+  }
+  if (options.has("json")) {
+    process.stdout.write(JSON.stringify(holders) + "\n");
+  } else {
+    for (const h of holders) {
+      process.stdout.write(
+        `${h.pid} ${h.shared ? "shared" : "exclusive"} ${printable(h.command)}\n`,
+      );
+    }
+  }
+  return holders.length > 0 ? 0 : 1;
+}
+
+// flock(1) lets the last of -s and -x win.
+function sharedWins(args: readonly string[]): boolean {
+  let shared = false;
+  for (const arg of args) {
+    if (arg === "--" || !arg.startsWith("-") || arg === "-") break;
+    if (arg === "--shared") shared = true;
+    if (arg === "--exclusive") shared = false;
+    if (arg.startsWith("--")) continue;
+    for (const letter of arg.slice(1)) {
+      if (letter === "s") shared = true;
+      if (letter === "x" || letter === "e") shared = false;
+      if ("wEc".includes(letter)) break;
+    }
+  }
+  return shared;
+}
+
+/** Who holds `file`, in words, for the line on stderr. */
+export function refusal(file: string): string {
+  let holders: LockHolderProcess[] | undefined;
+  try {
+    holders = lockHolders(file);
+  } catch {
+    holders = undefined;
+  }
+  const named = pidInFile(file);
+  if (holders === undefined || holders.length === 0) {
+    return named ? `locked; the file names ${named}` : `locked (${noProcLocks()})`;
+  }
+  const each = holders.map((h) => {
+    const since = h.startedAt ? `, running since ${h.startedAt.toISOString()}` : "";
+    return `pid ${h.pid} (${h.shared ? "shared" : "exclusive"}): ${printable(h.command)}${since}`;
+  });
+  return `locked by ${each.join("; ")}`;
+}
+
+// A command line on one line of output: control characters, newlines
+// included, are shown as \xNN, so that no holder can add lines of its own.
+function printable(command: string | undefined): string {
+  if (command === undefined) return "?";
+  return command.replace(
+    // deno-lint-ignore no-control-regex
+    /[\x00-\x1f\x7f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
+// A holder that ran with --pid (or a zc.lockfile user) wrote " PID HOST".
+function pidInFile(file: string): string | undefined {
+  try {
+    const m = /^ ?(\d+)(?:[ /](\S+))?/.exec(readFileSync(file, "utf8").slice(0, 300));
+    return m ? `pid ${m[1]}${m[2] ? ` on ${m[2]}` : ""}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function noProcLocks(): string {
+  return rt.name === "deno"
+    ? "/proc/locks cannot be read (Linux only; Deno needs --allow-all for it)"
+    : "/proc/locks cannot be read (Linux only)";
+}

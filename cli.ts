@@ -1,0 +1,137 @@
+/**
+ * The `filestore` command, for shell scripts and cron jobs: util-linux
+ * `flock(1)` with the same options and exit statuses that also says who
+ * holds a lock (`filestore lock`), the holders of a lock from `/proc/locks`
+ * (`filestore holders`), and the `FileStore` queue from the shell
+ * (`put`, `claim`, `list`, `recover`, `cleanup`, `watch`). Every command
+ * has `--help`; bad usage exits with 64 and one line on stderr.
+ *
+ * ```sh
+ * deno run -A jsr:@filestore/filestore/cli lock -n /tmp/backup.lock -- ./backup.sh
+ * deno install -g -A -n filestore jsr:@filestore/filestore/cli
+ * echo hello | filestore put /tmp/jobs
+ * filestore claim /tmp/jobs -- cat
+ * ```
+ *
+ * Programs call {@link main} with the arguments instead.
+ *
+ * @module
+ */
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { UsageError } from "./_cli_args.ts";
+import { CommandFailed } from "./_cli_run.ts";
+import { FsError, NotADirectory, NotFound, PermissionDenied } from "./errors.ts";
+
+const HELP = `Usage: filestore COMMAND [options] ...
+
+Locks and a file queue for shell scripts, shared with every flock(2) user.
+
+Commands:
+  lock [options] FILE -- COMMAND   run COMMAND holding a lock (as flock(1))
+  holders FILE                     who holds a lock on FILE
+  put DIR [FILE | -]               deliver a message into the store DIR
+  claim DIR -- COMMAND             run COMMAND on the oldest message
+  list DIR [AREA]                  the messages in an area (default new)
+  recover DIR                      give back the messages of dead consumers
+  cleanup DIR                      remove what dead writers left in tmp
+  watch DIR [AREA]                 print arrivals, one path a line
+
+'filestore COMMAND --help' tells more, with an example.
+
+Example:
+  filestore lock -n /tmp/backup.lock -- ./backup.sh
+`;
+
+type Command = (args: readonly string[]) => number | Promise<number>;
+
+// Each command's module is loaded when it is asked for, so that a lock
+// does not pay for the queue's code.
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  lock: async () => (await import("./_cli_lock.ts")).lockCommand,
+  holders: async () => (await import("./_cli_lock.ts")).holdersCommand,
+  put: async () => (await import("./_cli_queue.ts")).putCommand,
+  claim: async () => (await import("./_cli_queue.ts")).claimCommand,
+  list: async () => (await import("./_cli_queue.ts")).listCommand,
+  recover: async () => (await import("./_cli_queue.ts")).recoverCommand,
+  cleanup: async () => (await import("./_cli_queue.ts")).cleanupCommand,
+  watch: async () => (await import("./_cli_queue.ts")).watchCommand,
+};
+
+/**
+ * Runs the `filestore` command with `args` (without the program's name)
+ * and resolves to its exit status; messages go to the process's stdout and
+ * stderr. Bad usage is reported on stderr and resolves to 64, never thrown.
+ *
+ * @param args The arguments, e.g. `["lock", "-n", "x.lock", "true"]`.
+ * @returns The exit status: the command's own for `lock` and `claim`,
+ * 0 for success, 1 for "locked" or "nothing", 64 for bad usage, 66 for a
+ * file or store that cannot be opened, 69 for a command that cannot be run,
+ * 70 for anything else.
+ *
+ * @example Usage
+ * ```ts
+ * import { main } from "@filestore/filestore/cli";
+ * import assert from "node:assert/strict";
+ * import { mkdtempSync, rmSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = mkdtempSync(join(tmpdir(), "cli-"));
+ * try {
+ *   const lock = join(dir, "job.lock");
+ *   assert.equal(await main(["lock", "-n", lock, "--", "true"]), 0);
+ *   assert.equal(await main(["lock", "-n", lock, "--", "sh", "-c", "exit 3"]), 3);
+ *   assert.equal(await main(["lock", "--no-such-option", lock, "true"]), 64);
+ * } finally {
+ *   rmSync(dir, { recursive: true });
+ * }
+ * ```
+ */
+export async function main(args: readonly string[]): Promise<number> {
+  const [name, ...rest] = args;
+  try {
+    if (name === "-h" || name === "--help" || name === "help") {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (name === undefined) throw new UsageError("requires a command");
+    const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (load === undefined) throw new UsageError(`unknown command '${name}'`);
+    return await (await load())(rest);
+  } catch (e) {
+    const where = name && Object.hasOwn(COMMANDS, name) ? ` ${name}` : "";
+    if (e instanceof UsageError) {
+      process.stderr.write(`filestore${where}: ${e.message}; see 'filestore${where} --help'\n`);
+      return 64;
+    }
+    if (e instanceof CommandFailed) {
+      process.stderr.write(`filestore${where}: ${e.message}\n`);
+      return 69;
+    }
+    const message = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`filestore${where}: ${message}\n`);
+    const cannotOpen = e instanceof NotFound || e instanceof PermissionDenied ||
+      e instanceof NotADirectory || (e instanceof FsError && e.code === "EISDIR");
+    return cannotOpen ? 66 : e instanceof TypeError || e instanceof RangeError ? 64 : 70;
+  }
+}
+
+// Run as a program (deno run, bun, node) rather than imported. Node 22 has
+// no import.meta.main.
+function isProgram(): boolean {
+  const meta = import.meta as { main?: boolean };
+  if (typeof meta.main === "boolean") return meta.main;
+  try {
+    return process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1];
+  } catch {
+    return false;
+  }
+}
+
+if (isProgram()) {
+  const status = await main(process.argv.slice(2));
+  // The commands leave nothing to wait for; the exit is explicit so that a
+  // handle left open by a killed child's pipe cannot keep the command alive.
+  process.exit(status);
+}

@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 bash scripts/setup.sh >&2 || exit 1
 bash scripts/nodes.sh --install-only >&2 || exit 1
-# npm runs on the machine's own Node, which trusts the machine's certificates.
-system_path=$PATH
+# npm runs on the machine's own Node, which trusts the machine's certificates
+# (the pinned Node 24 in node_modules/.bin, which .ci/run puts first, may not).
+system_path=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$repo/node_modules/.bin" | paste -sd:)
 export PATH="$repo/node_modules/.bin:$PATH"
 export NO_COLOR=1
 node22=$repo/scripts/nodes/node_modules/node22/bin/node

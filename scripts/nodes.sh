@@ -15,7 +15,10 @@ stamp=$nodes/node_modules/.package-lock.json
 if [ ! -x $nodes/node_modules/node22/bin/node ] || [ ! -x $nodes/node_modules/node26/bin/node ] \
   || [ ! -f "$stamp" ] || [ $nodes/package-lock.json -nt "$stamp" ]; then
   echo "nodes: installing Node 22 and 26 (npm ci in $nodes)" >&2
-  (cd $nodes && npm ci --no-audit --no-fund --loglevel=error) >&2 || exit 1
+  # On the machine's own Node, which trusts the machine's certificates (the
+  # pinned Node 24 in node_modules/.bin, which .ci/run puts first, may not).
+  system_path=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$PWD/node_modules/.bin" | paste -sd:)
+  (cd $nodes && PATH=$system_path npm ci --no-audit --no-fund --loglevel=error) >&2 || exit 1
 fi
 [ "${1:-}" = --install-only ] && exit 0
 bash scripts/setup.sh || exit 1

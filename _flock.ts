@@ -1,10 +1,14 @@
 // BSD flock(2) for Bun and Node, through an FFI, with blocking waits run on
 // worker threads so that neither the JavaScript thread nor a thread of
 // libuv's pool is ever held by a lock that somebody else has.
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import { createRequire } from "node:module";
+import { join } from "node:path";
+import { runInThisContext } from "node:vm";
 import { Worker } from "node:worker_threads";
+import { FfiUnavailable, type FfiUnavailableReason } from "./errors.ts";
 import { childWaits, flockWaitInChild } from "./_flock_child.ts";
+import { loadNativeSource, type Native } from "./_flock_native.ts";
 import type { BlockedWait } from "./_runtime.ts";
 
 /** flock(2) operations; the same numbers on Linux and macOS. */
@@ -13,289 +17,11 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 
-/** What the FFI gives: flock and errno, with the platform's errno numbers. */
-export interface Native {
-  flock(fd: number, op: number): number;
-  errno(): number;
-  readonly EWOULDBLOCK: number;
-  readonly EINTR: number;
-  readonly via: string;
-  /**
-   * Interrupting a thread blocked in flock, where it works (Linux): a signal
-   * whose handler is a harmless libc function (getpid) installed without
-   * SA_RESTART makes the blocked call return EINTR.
-   */
-  interrupt?: Interrupt | undefined;
-}
-
-/** The calls that interrupt a blocked flock; see {@link Native.interrupt}. */
-export interface Interrupt {
-  /** The calling thread's pthread_t. */
-  self(): bigint;
-  /** pthread_kill(thread, signal); 0 or an errno. */
-  kill(thread: bigint, signal: number): number;
-  /**
-   * Installs the handler for `signal` unless another one is there:
-   * whether the signal is now this package's.
-   */
-  claim(signal: number): boolean;
-}
-
-// Serialised with Function.prototype.toString into the waiter threads, so it
-// must stay self-contained: no references to anything outside its body.
-// deno-lint-ignore no-explicit-any
-function loadNative(req: (id: string) => any, koffiId: string | undefined): Native {
-  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
-  const platform = (globalThis as { process?: { platform?: string } }).process?.platform;
-  const darwin = platform === "darwin";
-  const win = platform === "win32";
-  const libc = darwin ? "libSystem.B.dylib" : "libc.so.6";
-  const errnoSym = darwin ? "__error" : "__errno_location";
-  const EWOULDBLOCK = darwin ? 35 : 11;
-  const EINTR = 4;
-  if (win) {
-    // LockFileEx on the first byte, as zc.lockfile does, so that readers of
-    // the pid from byte 1 are not refused by a mandatory Windows lock.
-    const ERROR_LOCK_VIOLATION = 33;
-    const ERROR_IO_PENDING = 997;
-    const FLAGS_EX = 2;
-    const FLAGS_NB = 1;
-    let lockEx: (h: unknown, f: number, o: Uint8Array) => number;
-    let unlockEx: (h: unknown, o: Uint8Array) => number;
-    let osHandle: (fd: number) => unknown;
-    let lastError: () => number;
-    if (isBun) {
-      const ffi = req("bun:ffi");
-      const k = ffi.dlopen("kernel32.dll", {
-        LockFileEx: { args: ["ptr", "u32", "u32", "u32", "u32", "ptr"], returns: "i32" },
-        UnlockFileEx: { args: ["ptr", "u32", "u32", "u32", "ptr"], returns: "i32" },
-        GetLastError: { args: [], returns: "u32" },
-      }).symbols;
-      const u = ffi.dlopen("ucrtbase.dll", {
-        _get_osfhandle: { args: ["i32"], returns: "ptr" },
-      }).symbols;
-      lockEx = (h, f, o) => k.LockFileEx(h, f, 0, 1, 0, ffi.ptr(o));
-      unlockEx = (h, o) => k.UnlockFileEx(h, 0, 1, 0, ffi.ptr(o));
-      osHandle = (fd) => u._get_osfhandle(fd);
-      lastError = () => k.GetLastError();
-    } else {
-      const koffi = req(koffiId ?? "koffi");
-      const k = koffi.load("kernel32.dll");
-      const u = koffi.load("ucrtbase.dll");
-      const lfe = k.func(
-        "int __stdcall LockFileEx(void *, uint32_t, uint32_t, uint32_t, uint32_t, _Inout_ uint8_t *)",
-      );
-      const ufe = k.func(
-        "int __stdcall UnlockFileEx(void *, uint32_t, uint32_t, uint32_t, _Inout_ uint8_t *)",
-      );
-      const gle = k.func("uint32_t __stdcall GetLastError()");
-      const goh = u.func("void *_get_osfhandle(int)");
-      lockEx = (h, f, o) => lfe(h, f, 0, 1, 0, o);
-      unlockEx = (h, o) => ufe(h, 0, 1, 0, o);
-      osHandle = (fd) => goh(fd);
-      lastError = () => gle();
-    }
-    let error = 0;
-    return {
-      via: isBun ? "bun:ffi kernel32" : "koffi kernel32",
-      EWOULDBLOCK,
-      EINTR,
-      errno: () => error,
-      flock(fd, op) {
-        const overlapped = new Uint8Array(32);
-        const ok = op & 8
-          ? unlockEx(osHandle(fd), overlapped)
-          : lockEx(osHandle(fd), (op & 2 ? FLAGS_EX : 0) | (op & 4 ? FLAGS_NB : 0), overlapped);
-        if (ok) return 0;
-        const e = lastError();
-        error = e === ERROR_LOCK_VIOLATION || e === ERROR_IO_PENDING ? EWOULDBLOCK : e;
-        return -1;
-      },
-    };
-  }
-  // struct sigaction of glibc and musl on Linux: the handler at 0, the
-  // 128-byte mask at 8, the flags at 136 (0: no SA_RESTART), the restorer,
-  // which sigaction() fills in, at 144.
-  const SIGACTION_SIZE = 152;
-  const FLAGS_AT = 136;
-  const linux = platform === "linux";
-  // Reads the handler of `signal` through `get`, and installs `handler` if
-  // none is there (or it is already this package's) through `set`.
-  const claimWith = (
-    handler: bigint,
-    get: (signal: number, old: Uint8Array) => number,
-    set: (signal: number, action: Uint8Array) => number,
-  ) =>
-  (signal: number): boolean => {
-    const old = new Uint8Array(SIGACTION_SIZE);
-    if (get(signal, old) !== 0) return false;
-    const current = new DataView(old.buffer).getBigUint64(0, true);
-    if (current === handler) return true;
-    if (current !== 0n) return false;
-    const action = new Uint8Array(SIGACTION_SIZE);
-    const view = new DataView(action.buffer);
-    view.setBigUint64(0, handler, true);
-    view.setInt32(FLAGS_AT, 0, true);
-    return set(signal, action) === 0;
-  };
-  if (isBun) {
-    const ffi = req("bun:ffi");
-    const lib = ffi.dlopen(libc, {
-      flock: { args: ["i32", "i32"], returns: "i32" },
-      [errnoSym]: { args: [], returns: "ptr" },
-      ...(linux
-        ? {
-          pthread_self: { args: [], returns: "u64" },
-          pthread_kill: { args: ["u64", "i32"], returns: "i32" },
-          sigaction: { args: ["i32", "ptr", "ptr"], returns: "i32" },
-          dlopen: { args: ["ptr", "i32"], returns: "ptr" },
-          dlsym: { args: ["ptr", "ptr"], returns: "ptr" },
-        }
-        : {}),
-    }).symbols;
-    const where = lib[errnoSym]();
-    let interrupt: Interrupt | undefined;
-    if (linux) {
-      const name = new TextEncoder().encode("getpid\0");
-      const getpid = BigInt(lib.dlsym(lib.dlopen(null, 1), ffi.ptr(name)));
-      interrupt = {
-        self: () => BigInt(lib.pthread_self()),
-        kill: (thread, signal) => lib.pthread_kill(thread, signal),
-        claim: claimWith(
-          getpid,
-          (signal, old) => lib.sigaction(signal, null, ffi.ptr(old)),
-          (signal, action) => lib.sigaction(signal, ffi.ptr(action), null),
-        ),
-      };
-    }
-    return {
-      via: "bun:ffi",
-      EWOULDBLOCK,
-      EINTR,
-      flock: lib.flock,
-      errno: () => ffi.read.i32(where, 0),
-      interrupt,
-    };
-  }
-  const builtin = (globalThis as {
-    process?: { getBuiltinModule?: (id: string) => unknown };
-  }).process?.getBuiltinModule;
-  let nodeFfi;
-  try {
-    nodeFfi = builtin?.("node:ffi");
-  } catch {
-    nodeFfi = undefined;
-  }
-  // deno-lint-ignore no-explicit-any
-  const ffi = nodeFfi as any;
-  if (ffi && typeof ffi.dlopen === "function") {
-    // Node 26.10 reads `arguments` and `return`, and silently ignores the
-    // `parameters` and `result` of some of its docs (the function then
-    // takes no arguments and returns nothing): give both spellings. A
-    // "pointer" comes back as a bigint, which ffi.getInt32 takes.
-    // deno-lint-ignore no-explicit-any
-    let functions: any;
-    try {
-      functions = ffi.dlopen(libc, {
-        flock: {
-          arguments: ["i32", "i32"],
-          return: "i32",
-          parameters: ["i32", "i32"],
-          result: "i32",
-        },
-        [errnoSym]: { arguments: [], return: "pointer", parameters: [], result: "pointer" },
-        ...(linux
-          ? {
-            getpid: { arguments: [], return: "i32", parameters: [], result: "i32" },
-            pthread_self: { arguments: [], return: "u64", parameters: [], result: "u64" },
-            pthread_kill: {
-              arguments: ["u64", "i32"],
-              return: "i32",
-              parameters: ["u64", "i32"],
-              result: "i32",
-            },
-          }
-          : {}),
-      }).functions;
-    } catch {
-      // e.g. ERR_ACCESS_DENIED under --permission without --allow-ffi.
-      functions = undefined;
-    }
-    if (functions) {
-      const where = functions[errnoSym]();
-      const flock = functions.flock;
-      const errno = () => ffi.getInt32(where, 0);
-      // Sanity check of the signatures: flock(-1, LOCK_UN) fails with EBADF
-      // (9 on Linux and macOS). Otherwise fall through to koffi.
-      if (flock(-1, 8) === -1 && errno() === 9) {
-        let interrupt: Interrupt | undefined;
-        try {
-          // sigaction twice, with the buffer in the second or third place.
-          const sig = (args: string[]) =>
-            ffi.dlopen(libc, {
-              sigaction: { arguments: args, return: "i32", parameters: args, result: "i32" },
-            }).functions.sigaction;
-          const read = sig(["i32", "pointer", "buffer"]);
-          const write = sig(["i32", "buffer", "pointer"]);
-          if (linux && functions.getpid.pointer !== undefined) {
-            interrupt = {
-              self: () => BigInt(functions.pthread_self()),
-              kill: (thread, signal) => functions.pthread_kill(thread, signal),
-              claim: claimWith(
-                BigInt(functions.getpid.pointer),
-                (signal, old) => read(signal, 0n, old),
-                (signal, action) => write(signal, action, 0n),
-              ),
-            };
-          }
-        } catch {
-          interrupt = undefined;
-        }
-        return { via: "node:ffi", EWOULDBLOCK, EINTR, flock, errno, interrupt };
-      }
-    }
-  }
-  let koffi;
-  try {
-    koffi = req(koffiId ?? "koffi");
-  } catch (cause) {
-    throw new Error(
-      "Cannot lock files on this Node: it has no node:ffi and the npm package 'koffi' is not installed: run 'npm install koffi' (Node 22 and 24), or use Node 26 or newer",
-      { cause },
-    );
-  }
-  const lib = koffi.load(libc);
-  let interrupt: Interrupt | undefined;
-  if (linux) {
-    const self = lib.func("uint64_t pthread_self()");
-    const kill = lib.func("int pthread_kill(uint64_t, int)");
-    const sigaction = lib.func("int sigaction(int, void *, void *)");
-    const dlopen = lib.func("void *dlopen(const char *, int)");
-    const dlsym = lib.func("void *dlsym(void *, const char *)");
-    interrupt = {
-      self: () => BigInt(self()),
-      kill: (thread, signal) => kill(thread, signal),
-      claim: claimWith(
-        BigInt(koffi.address(dlsym(dlopen(null, 1), "getpid"))),
-        (signal, old) => sigaction(signal, null, old),
-        (signal, action) => sigaction(signal, action, null),
-      ),
-    };
-  }
-  return {
-    via: "koffi",
-    EWOULDBLOCK,
-    EINTR,
-    flock: lib.func("int flock(int, int)"),
-    errno: () => koffi.errno(),
-    interrupt,
-  };
-}
-
 // The specifier is built at run time so that Deno and bundlers do not follow
 // it: only Node 22 and 24 users ever need koffi.
 const koffiName = ["kof", "fi"].join("");
 let native: Native | undefined;
+let failure: { reason: FfiUnavailableReason; cause: unknown } | undefined;
 let koffiPath: string | undefined;
 
 // The signal that interrupts a blocked flock: a real-time one that neither
@@ -304,24 +30,78 @@ let koffiPath: string | undefined;
 const SIGNALS = [60, 59, 58, 57, 56];
 let signal: number | undefined;
 
-/** Loads the FFI on first use; throws a clear error when there is none. */
-export function getNative(): Native {
-  if (native === undefined) {
-    const req = createRequire(import.meta.url);
-    try {
-      koffiPath = req.resolve(koffiName);
-    } catch {
-      koffiPath = undefined;
-    }
-    const loaded = loadNative(req, koffiPath);
-    try {
-      signal = loaded.interrupt && SIGNALS.find((s) => loaded.interrupt!.claim(s));
-    } catch {
-      signal = undefined;
-    }
-    native = loaded;
+// This module's own URL, where it has one: a bundle in CommonJS, or one
+// built for a target below ES2020, has an empty import.meta, and Bun's
+// CommonJS output has the build machine's path in it.
+function ownUrl(): string | undefined {
+  try {
+    const url: unknown = import.meta.url;
+    return typeof url === "string" && url.startsWith("file:") ? url : undefined;
+  } catch {
+    return undefined;
   }
-  return native;
+}
+
+// Where koffi may be found from, most specific first: this module (the
+// package installed next to koffi), the main script (a bundle, wherever it
+// sits), the working directory. CommonJS's own `require` is not among
+// them: it is local to each module, never on globalThis outside the REPL,
+// and an ES module cannot name it.
+function lookupBases(): string[] {
+  const bases: string[] = [];
+  const own = ownUrl();
+  if (own !== undefined) bases.push(own);
+  const main = (globalThis as { process?: { argv?: unknown[] } }).process?.argv?.[1];
+  if (typeof main === "string" && main !== "") {
+    try {
+      bases.push(realpathSync(main));
+    } catch { /* not a file: a -e script, a REPL */ }
+  }
+  try {
+    bases.push(join(process.cwd(), "noop.js"));
+  } catch { /* the working directory is gone */ }
+  return bases;
+}
+
+/** Where koffi is installed, as an absolute path, or undefined. */
+export function findKoffi(): string | undefined {
+  for (const base of lookupBases()) {
+    try {
+      return createRequire(base).resolve(koffiName);
+    } catch { /* not from here */ }
+  }
+  return undefined;
+}
+
+/**
+ * Loads the FFI on first use.
+ *
+ * @throws {FfiUnavailable} Node has neither node:ffi nor koffi, or its
+ * permission model refuses them; thrown again by every later call.
+ */
+export function getNative(): Native {
+  if (native !== undefined) return native;
+  if (failure !== undefined) throw new FfiUnavailable(failure.reason, { cause: failure.cause });
+  koffiPath = findKoffi();
+  // The main thread evaluates the same text that the waiter threads do.
+  const loadNative = runInThisContext(loadNativeSource, {
+    filename: "filestore-flock.js",
+  }) as (req: (id: string) => unknown, koffiId: string | undefined) => Native;
+  let loaded: Native;
+  try {
+    loaded = loadNative(createRequire(lookupBases()[0] ?? "/noop.js"), koffiPath);
+  } catch (e) {
+    const reason = (e as { noFfi?: FfiUnavailableReason }).noFfi;
+    if (reason === undefined) throw e;
+    failure = { reason, cause: (e as Error).cause };
+    throw new FfiUnavailable(reason, { cause: failure.cause });
+  }
+  try {
+    signal = loaded.interrupt && SIGNALS.find((s) => loaded.interrupt!.claim(s));
+  } catch {
+    signal = undefined;
+  }
+  return native = loaded;
 }
 
 /** flock(fd, op) retried on EINTR; returns 0 or the errno. */
@@ -351,9 +131,14 @@ const DONE = 2;
 // before the state is read on the other side (sequentially consistent
 // atomics): either the waiter sees the flag and never calls flock, or the
 // canceller sees BLOCKED and signals until the call has returned.
+//
+// The thread is this package's own: it drops the default warning printer of
+// its own process object (not the host's), so that Node 26's ExperimentalWarning
+// for node:ffi is printed once, by the main thread, not once more per thread.
 const workerSource = `
 const { parentPort, workerData } = require("node:worker_threads");
-const native = (${loadNative.toString()})(require, workerData.koffiPath);
+process.removeAllListeners("warning");
+const native = ${loadNativeSource}(require, workerData.koffiPath);
 const shared = new Int32Array(workerData.shared, 0, 4);
 if (native.interrupt) new BigUint64Array(workerData.shared, 16, 1)[0] = native.interrupt.self();
 Atomics.store(shared, ${LOADED}, 1);
@@ -577,9 +362,22 @@ let warmed = false;
 export function warmWaiter(): void {
   if (warmed) return;
   warmed = true;
-  getNative();
+  try {
+    getNative();
+  } catch {
+    // No FFI: the first call that locks says so (FfiUnavailable), not a
+    // constructor that only prepares.
+    return;
+  }
   if (idle.length === 0 && roomForThread()) {
-    const waiter = spawnWaiter();
+    let waiter: Waiter;
+    try {
+      waiter = spawnWaiter();
+    } catch {
+      // Node's --permission without --allow-worker: only a wait needs the
+      // thread, and that wait reports the refusal.
+      return;
+    }
     waiter.worker.unref();
     idle.push(waiter);
   }

@@ -7,6 +7,7 @@ import {
   IsADirectory,
   NoSpace,
   NotADirectory,
+  NotCapable,
   NotFound,
   PermissionDenied,
 } from "./errors.ts";
@@ -20,6 +21,8 @@ const details: Record<
   EACCES: [PermissionDenied, "permission denied"],
   EPERM: [PermissionDenied, "operation not permitted"],
   EROFS: [PermissionDenied, "read-only file system"],
+  // Deno's sandbox said no (Deno.errors.NotCapable); its message names the flag.
+  ENOTCAPABLE: [NotCapable, "not allowed by the runtime's permissions"],
   EISDIR: [IsADirectory, "is a directory"],
   ENOTDIR: [NotADirectory, "not a directory"],
   ENOSPC: [NoSpace, "no space left on device"],
@@ -39,12 +42,19 @@ const denoNames: Record<string, string> = {
   NotFound: "ENOENT",
   AlreadyExists: "EEXIST",
   PermissionDenied: "EACCES",
-  NotCapable: "EACCES",
+  NotCapable: "ENOTCAPABLE",
   IsADirectory: "EISDIR",
   NotADirectory: "ENOTDIR",
   FilesystemLoop: "ELOOP",
   FileTooLarge: "EFBIG",
 };
+
+// The flag that Deno's NotCapable message names ("Requires read access to
+// "/x", run again with the --allow-read flag"), as advice.
+function denoAdvice(message: string): string {
+  const flag = /--allow-[a-z-]+/.exec(message)?.[0];
+  return flag === undefined ? message : `run again with ${flag}`;
+}
 
 /** Turns a runtime's error into this package's error classes. */
 export function mapError(error: unknown, syscall: string, path: string): unknown {
@@ -53,7 +63,8 @@ export function mapError(error: unknown, syscall: string, path: string): unknown
   const code = typeof e.code === "string" && e.code.startsWith("E") ? e.code : denoNames[e.name];
   if (code === undefined) return error;
   const [Class, text] = details[code] ?? [FsError, e.message];
-  return new Class(code, syscall, path, text, { cause: error });
+  const detail = code === "ENOTCAPABLE" ? `${text}: ${denoAdvice(e.message)}` : text;
+  return new Class(code, syscall, path, detail, { cause: error });
 }
 
 /** An error for a failed flock call, from its errno. */

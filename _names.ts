@@ -54,15 +54,15 @@ let host: string | undefined;
  * pid, counter and randomness make it unique on this host; the host makes
  * it unique among hosts sharing the directory.
  */
-export function uniqueName(): string {
+export function uniqueName(hostname?: string): string {
   const now = performance.timeOrigin + performance.now();
   const seconds = Math.floor(now / 1000);
   const micros = Math.floor((now - seconds * 1000) * 1000);
   const random = crypto.getRandomValues(new Uint32Array(1))[0]!;
-  host ??= hostPart(rt.hostname());
+  const where = hostname === undefined ? host ??= hostPart(rt.hostname()) : hostPart(hostname);
   return `${seconds}.M${String(micros).padStart(6, "0")}P${rt.pid}Q${++counter}R${
     random.toString(16).padStart(8, "0")
-  }.${host}`;
+  }.${where}`;
 }
 
 // A file that has come back from a dead consumer carries its count of

@@ -52,6 +52,17 @@ export interface FileStoreOptions {
    * @default {1000}
    */
   recoverEvery?: number;
+  /**
+   * The host's name in the names that `put()` (and `copy()`, for its
+   * staging file) makes up, which must be unique among the hosts that
+   * share the directory. Giving it spares the lookup: on Deno, `Deno.hostname()`
+   * needs `--allow-sys=hostname`, and without it the package reads
+   * `/proc/sys/kernel/hostname` (`--allow-read` of that file), else uses
+   * `"localhost"`.
+   *
+   * @default {the host's name}
+   */
+  hostname?: string;
 }
 
 /** What {@linkcode FileStore.prototype.recover} did. */
@@ -144,6 +155,8 @@ export interface StoreState {
   checked: boolean;
   readonly maxDeliveries: number;
   readonly recoverEvery: number;
+  /** The hostname option; undefined: the host's own name, looked up when needed. */
+  readonly hostname: string | undefined;
   /** When claim() last ran recover() by itself (performance.now()). */
   recovered: number;
 }
@@ -151,7 +164,8 @@ export interface StoreState {
 /** The state of a new FileStore: the arguments checked, the directory looked at. */
 export function makeStore(path: string, options: FileStoreOptions | undefined): StoreState {
   const what = "make a FileStore";
-  const { permissions, maxDeliveries, recoverEvery } = checkOptions(options, what) ?? {};
+  const { permissions, maxDeliveries, recoverEvery, hostname } = checkOptions(options, what) ??
+    {};
   const s: StoreState = {
     path: resolve(checkPath(path, what)),
     permissions: checkPermissions(permissions, what, "permissions") ?? 0o666,
@@ -169,6 +183,7 @@ export function makeStore(path: string, options: FileStoreOptions | undefined): 
       "a number of milliseconds >= 0",
       { min: 0 },
     ) ?? 1000,
+    hostname: hostname === undefined ? undefined : checkPath(hostname, what, "hostname"),
     recovered: -Infinity,
   };
   if (s.maxDeliveries !== Infinity && !Number.isInteger(s.maxDeliveries)) {
@@ -251,7 +266,7 @@ export function* copy(s: StoreState, name: string, from: Area, to: Area): Steps<
   const target = inArea(s, to, checked);
   if (!s.checked) yield* check(s);
   // A hidden name that cleanup() removes if this process dies before the end.
-  const staging = inArea(s, "tmp", `.copy-${uniqueName()}`);
+  const staging = inArea(s, "tmp", `.copy-${uniqueName(s.hostname)}`);
   yield* copyNoReplace(inArea(s, from, checked), staging, target, s.permissions);
   return target;
 }
@@ -272,7 +287,7 @@ export function* put(
 ): Steps<string> {
   const bytes = toBytes(data, "put");
   const sync = checkBoolean(checkOptions(options, "put")?.sync, "put", "sync") ?? true;
-  const name = uniqueName();
+  const name = uniqueName(s.hostname);
   const staging = inArea(s, "tmp", name);
   const target = inArea(s, "new", name);
   if (!s.checked) yield* check(s);

@@ -9,6 +9,7 @@ import {
   FsError,
   NotADirectory,
   NotAFile,
+  NotCapable,
   NotFound,
   PermissionDenied,
 } from "./errors.ts";
@@ -64,6 +65,13 @@ export function* checkStore(path: string, areas: readonly string[]): Steps<boole
       info = yield* step("lstat", current);
     } catch (e) {
       if (e instanceof NotFound || e instanceof NotADirectory) return false;
+      // Deno with --allow-read of the store alone may not look at the
+      // directories above it: what it may not see, it cannot check (the
+      // README's permissions table says so). The store itself it must see.
+      if (e instanceof NotCapable && i < pending.length - 1) {
+        at = i < 0 ? "" : current;
+        continue;
+      }
       throw e;
     }
     if (info.isSymlink) {

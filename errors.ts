@@ -3,7 +3,8 @@
  * {@link FsError} and its subclasses for failed file-system operations, and
  * one family for locks that somebody else holds ({@link LockException},
  * {@link AlreadyLocked}, {@link LockError}), so that one `catch` handles
- * every refusal on every runtime.
+ * every refusal on every runtime; {@link FfiUnavailable} when Node can take no
+ * file lock at all.
  *
  * ```ts
  * import { AlreadyLocked, NotFound } from "@filestore/filestore/errors";
@@ -108,6 +109,33 @@ export class AlreadyExists extends FsError {}
  * ```
  */
 export class PermissionDenied extends FsError {}
+
+/**
+ * The runtime's sandbox, not the operating system, refused the operation:
+ * Deno without the permission it needs (`--allow-read`, `--allow-write`,
+ * ...), where Deno throws `Deno.errors.NotCapable`. The code is
+ * `ENOTCAPABLE`; the message ends with Deno's own, which names the flag to
+ * add. It is a {@link PermissionDenied}, so code that handles any refusal
+ * keeps working, and code that tells them apart checks for this class
+ * first. A refusal by the operating system (file modes, a read-only file
+ * system) stays a plain `PermissionDenied` with `EACCES`, `EPERM` or `EROFS`.
+ *
+ * @example Usage
+ * ```ts
+ * import { NotCapable, PermissionDenied } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new NotCapable(
+ *   "ENOTCAPABLE",
+ *   "open",
+ *   "/etc/app.lock",
+ *   "not allowed by the runtime's permissions: run again with the --allow-write flag",
+ * );
+ * assert.ok(error instanceof PermissionDenied);
+ * assert.equal(error.code, "ENOTCAPABLE");
+ * ```
+ */
+export class NotCapable extends PermissionDenied {}
 
 /**
  * A file was expected but the path is a directory (`EISDIR`).
@@ -295,5 +323,65 @@ export class LockError extends AlreadyLocked {
       hostname: holder.hostname,
       path,
     });
+  }
+}
+
+/**
+ * Why Node cannot lock files: {@link FfiUnavailable.reason}.
+ *
+ * - `"none"`: Node 22 or 24 (no `node:ffi`) and the npm package `koffi` was
+ *   not found.
+ * - `"denied"`: Node's permission model (`--permission`) refuses the FFI:
+ *   `node:ffi` needs `--allow-ffi` (Node 26), koffi needs `--allow-addons`.
+ * - `"unusable"`: `node:ffi` is there but failed the package's check, and
+ *   koffi was not found.
+ */
+export type FfiUnavailableReason = "none" | "denied" | "unusable";
+
+const ffiAdvice: Record<FfiUnavailableReason, string> = {
+  none: "it has no node:ffi (Node 26 and newer) and the npm package 'koffi' was not found: " +
+    "run 'npm install koffi'",
+  denied: "the permission model refuses the FFI: run Node with --allow-ffi (node:ffi, Node 26 " +
+    "and newer) or --allow-addons (koffi)",
+  unusable: "its node:ffi failed a check and the npm package 'koffi' was not found: " +
+    "run 'npm install koffi'",
+};
+
+/**
+ * Node has no way to call `flock(2)` here. Bun and Deno never throw it.
+ * Node 26 and newer use the built-in `node:ffi`; Node 22 and 24 need the npm
+ * package `koffi`, looked up from the package, then from the main script
+ * (a bundle), then from the working directory. It is thrown by the first
+ * call that takes, tests or releases a lock (`Lock.acquire()`, the
+ * `LockFile` constructor, `lock()`, `FileStore.claim()`, ...), not when a
+ * module is imported, and again by every later one.
+ *
+ * @example Usage
+ * ```ts
+ * import { FfiUnavailable } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new FfiUnavailable("none");
+ * assert.equal(error.code, "ERR_NO_FFI");
+ * assert.match(error.message, /npm install koffi/);
+ * ```
+ */
+export class FfiUnavailable extends Error {
+  /** Always `"ERR_NO_FFI"`, for code that tells errors apart by `code`. */
+  readonly code: "ERR_NO_FFI" = "ERR_NO_FFI";
+  /** Why no FFI could be used. */
+  readonly reason: FfiUnavailableReason;
+
+  /**
+   * Creates the error.
+   *
+   * @param reason Why no FFI could be used.
+   * @param options What the FFI's loading threw, as `cause`.
+   */
+  constructor(reason: FfiUnavailableReason, options?: ErrorOptions) {
+    const version = (globalThis as { process?: { version?: string } }).process?.version;
+    super(`Cannot lock files on Node ${version ?? ""}: ${ffiAdvice[reason]}`, options);
+    this.name = new.target.name;
+    this.reason = reason;
   }
 }

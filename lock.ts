@@ -114,7 +114,11 @@ export interface FileHandleLike {
 /**
  * A file {@link lock} accepts: a `Deno.FsFile` on Deno, a numeric file
  * descriptor or a `node:fs/promises` `FileHandle` on Bun and Node, or the
- * package's own {@link OpenFile}.
+ * package's own {@link OpenFile} anywhere. One type serves every runtime,
+ * so it admits a descriptor and a `FileHandle` on Deno too, where they are
+ * refused at run time with a `TypeError`: Deno locks only its own files,
+ * and reaching `flock(2)` for a descriptor would take an FFI and
+ * `--allow-ffi`.
  */
 export type LockTarget = OpenFile | FsFileLike | FileHandleLike | number;
 
@@ -122,7 +126,10 @@ function targetOf(file: unknown, what: string): RawFile {
   if (file instanceof OpenFile) return fileOf(file);
   const raw = rt.adopt(file);
   if (raw === undefined) {
-    throw invalid(TypeError, what, "file", "an open file of the runtime or an OpenFile", file);
+    const expected = rt.name === "deno"
+      ? "a Deno.FsFile or an OpenFile (Deno cannot lock a descriptor or FileHandle)"
+      : "a file descriptor, a FileHandle or an OpenFile";
+    throw invalid(TypeError, what, "file", expected, file);
   }
   return raw;
 }
@@ -166,24 +173,32 @@ function operationOf(flags: unknown, what: string): Operation {
  *
  * @example Usage
  * ```ts
- * import { AlreadyLocked, lock, LockFlags, unlock } from "@filestore/filestore";
+ * import { AlreadyLocked, type FsFileLike, lock, LockFlags, unlock } from "@filestore/filestore";
  * import assert from "node:assert/strict";
  * import { mkdtempSync, rmSync } from "node:fs";
  * import { open } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
  *
+ * // Deno locks only its own files (Deno.open); Bun and Node lock a node:fs
+ * // FileHandle or descriptor.
+ * const { Deno: deno } = globalThis as {
+ *   Deno?: { open(path: string, options: object): Promise<FsFileLike> };
+ * };
+ * const openFile = async (path: string) =>
+ *   deno ? await deno.open(path, { create: true, write: true }) : await open(path, "a");
+ *
  * const dir = mkdtempSync(join(tmpdir(), "lock-fn-"));
  * try {
  *   const path = join(dir, "data.lock");
- *   const first = await Deno.open(path, { create: true, write: true });
- *   const second = await Deno.open(path, { write: true });
+ *   const first = await openFile(path);
+ *   const second = await openFile(path);
  *   await lock(first, LockFlags.EXCLUSIVE);
  *   await assert.rejects(lock(second, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING), AlreadyLocked);
  *   await unlock(first);
  *   await lock(second, LockFlags.NON_BLOCKING);
- *   first.close();
- *   second.close();
+ *   await first.close();
+ *   await second.close();
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
@@ -213,22 +228,37 @@ export async function lock(file: LockTarget, flags: number): Promise<void> {
  *
  * @example Usage
  * ```ts
- * import { AlreadyLocked, LockFlags, lockSync, unlockSync } from "@filestore/filestore";
+ * import { AlreadyLocked, type FsFileLike, LockFlags, lockSync, unlockSync } from "@filestore/filestore";
  * import assert from "node:assert/strict";
- * import { mkdtempSync, rmSync } from "node:fs";
+ * import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
+ *
+ * // Deno locks only its own files (Deno.openSync); Bun and Node lock a
+ * // node:fs descriptor (or FileHandle).
+ * const { Deno: deno } = globalThis as {
+ *   Deno?: { openSync(path: string, options: object): FsFileLike };
+ * };
+ * const openFile = (path: string) =>
+ *   deno ? deno.openSync(path, { create: true, write: true }) : openSync(path, "a");
+ * const closeFile = (file: FsFileLike | number) =>
+ *   typeof file === "number" ? closeSync(file) : file.close();
  *
  * const dir = mkdtempSync(join(tmpdir(), "lock-sync-"));
  * try {
  *   const path = join(dir, "data.lock");
- *   using a = Deno.openSync(path, { create: true, write: true });
- *   using b = Deno.openSync(path, { read: true });
- *   lockSync(a, LockFlags.SHARED);
- *   lockSync(b, LockFlags.SHARED | LockFlags.NON_BLOCKING);
- *   assert.throws(() => lockSync(a, LockFlags.LOCK_EX | LockFlags.LOCK_NB), AlreadyLocked);
- *   unlockSync(b);
- *   lockSync(a, LockFlags.LOCK_EX | LockFlags.LOCK_NB);
+ *   const a = openFile(path);
+ *   const b = openFile(path);
+ *   try {
+ *     lockSync(a, LockFlags.SHARED);
+ *     lockSync(b, LockFlags.SHARED | LockFlags.NON_BLOCKING);
+ *     assert.throws(() => lockSync(a, LockFlags.LOCK_EX | LockFlags.LOCK_NB), AlreadyLocked);
+ *     unlockSync(b);
+ *     lockSync(a, LockFlags.LOCK_EX | LockFlags.LOCK_NB);
+ *   } finally {
+ *     closeFile(a);
+ *     closeFile(b);
+ *   }
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
@@ -253,22 +283,36 @@ export function lockSync(file: LockTarget, flags: number): void {
  *
  * @example Usage
  * ```ts
- * import { AlreadyLocked, lock, LockFlags, unlock } from "@filestore/filestore";
+ * import { AlreadyLocked, type FsFileLike, lock, LockFlags, unlock } from "@filestore/filestore";
  * import assert from "node:assert/strict";
  * import { mkdtempSync, rmSync } from "node:fs";
+ * import { open } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
+ *
+ * // Deno locks only its own files (Deno.open); Bun and Node lock a node:fs
+ * // FileHandle or descriptor.
+ * const { Deno: deno } = globalThis as {
+ *   Deno?: { open(path: string, options: object): Promise<FsFileLike> };
+ * };
+ * const openFile = async (path: string) =>
+ *   deno ? await deno.open(path, { create: true, write: true }) : await open(path, "a");
  *
  * const dir = mkdtempSync(join(tmpdir(), "unlock-"));
  * try {
  *   const path = join(dir, "a.lock");
- *   using file = await Deno.open(path, { create: true, write: true });
- *   using other = await Deno.open(path, { write: true });
- *   const tryOther = () => lock(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
- *   await lock(file, LockFlags.EXCLUSIVE);
- *   await assert.rejects(tryOther(), AlreadyLocked);
- *   await unlock(file);
- *   await assert.doesNotReject(tryOther());
+ *   const file = await openFile(path);
+ *   const other = await openFile(path);
+ *   try {
+ *     const tryOther = () => lock(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
+ *     await lock(file, LockFlags.EXCLUSIVE);
+ *     await assert.rejects(tryOther(), AlreadyLocked);
+ *     await unlock(file);
+ *     await assert.doesNotReject(tryOther());
+ *   } finally {
+ *     await file.close();
+ *     await other.close();
+ *   }
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }
@@ -287,22 +331,37 @@ export function unlock(file: LockTarget): Promise<void> {
  *
  * @example Usage
  * ```ts
- * import { AlreadyLocked, LockFlags, lockSync, unlockSync } from "@filestore/filestore";
+ * import { AlreadyLocked, type FsFileLike, LockFlags, lockSync, unlockSync } from "@filestore/filestore";
  * import assert from "node:assert/strict";
- * import { mkdtempSync, rmSync } from "node:fs";
+ * import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
+ *
+ * // Deno locks only its own files (Deno.openSync); Bun and Node lock a
+ * // node:fs descriptor (or FileHandle).
+ * const { Deno: deno } = globalThis as {
+ *   Deno?: { openSync(path: string, options: object): FsFileLike };
+ * };
+ * const openFile = (path: string) =>
+ *   deno ? deno.openSync(path, { create: true, write: true }) : openSync(path, "a");
+ * const closeFile = (file: FsFileLike | number) =>
+ *   typeof file === "number" ? closeSync(file) : file.close();
  *
  * const dir = mkdtempSync(join(tmpdir(), "unlock-sync-"));
  * try {
  *   const path = join(dir, "a.lock");
- *   using file = Deno.openSync(path, { create: true, write: true });
- *   using other = Deno.openSync(path, { write: true });
- *   const tryOther = () => lockSync(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
- *   lockSync(file, LockFlags.EXCLUSIVE);
- *   assert.throws(tryOther, AlreadyLocked);
- *   unlockSync(file);
- *   assert.doesNotThrow(tryOther);
+ *   const file = openFile(path);
+ *   const other = openFile(path);
+ *   try {
+ *     const tryOther = () => lockSync(other, LockFlags.EXCLUSIVE | LockFlags.NON_BLOCKING);
+ *     lockSync(file, LockFlags.EXCLUSIVE);
+ *     assert.throws(tryOther, AlreadyLocked);
+ *     unlockSync(file);
+ *     assert.doesNotThrow(tryOther);
+ *   } finally {
+ *     closeFile(file);
+ *     closeFile(other);
+ *   }
  * } finally {
  *   rmSync(dir, { recursive: true });
  * }

@@ -362,8 +362,9 @@ export interface LockFileInfo extends LockHolder {
  * moment, and the content its last holder wrote, with the pid and hostname
  * found in it (by `contentTemplate`, or a number at its start). This is a
  * snapshot: the answer can be out of date as soon as it returns. On Linux
- * it reads `/proc/locks` and takes no lock at all. Elsewhere it takes a
- * shared lock on its own descriptor for a moment and lets go at once; a
+ * it reads `/proc/locks` and takes no lock at all. Elsewhere, and on Deno
+ * without `--allow-all` (Deno opens `/proc/locks` to nothing less), it
+ * takes a shared lock on its own descriptor for a moment and lets go at once; a
  * `LockFile` attempt that falls in that moment retries once, but other flock
  * users may be refused. It never creates or writes the file.
  *

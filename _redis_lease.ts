@@ -1,0 +1,388 @@
+// What RedisLock and RedisSemaphore share: the acquire loop (try, then
+// block on a wake-up list until a release or the end of the lease in the
+// way), the lease kept alive in the background, and the connections that
+// waits block on.
+import { randomHex } from "./_check.ts";
+import type { Connection } from "./_redis_client.ts";
+import { type Keys, scripts } from "./_redis_scripts.ts";
+import { after, deadline, untilAbort, type WaitRules } from "./_wait.ts";
+import { LockException } from "./errors.ts";
+
+/**
+ * A lock from `./redis` is no longer certainly held: the reason a lease's
+ * `signal` aborts with. Its message says why (a renewal was refused, or
+ * none was confirmed within the lease). Stop writing under the lock.
+ *
+ * @example Usage
+ * ```ts
+ * import { LockLost } from "@filestore/filestore/redis";
+ * import { LockException } from "@filestore/filestore/errors";
+ * import assert from "node:assert/strict";
+ *
+ * const controller = new AbortController();
+ * controller.abort(new LockLost("Lost RedisLock \"jobs\" (token 7): its lease ended"));
+ * assert.throws(() => controller.signal.throwIfAborted(), LockLost);
+ * assert.ok(controller.signal.reason instanceof LockException);
+ * ```
+ */
+export class LockLost extends LockException {}
+
+// ---------------------------------------------------------------------------
+// Blocking connections: BLPOP holds a connection until it returns, so a wait
+// runs on a duplicate of the user's client. Idle duplicates are kept for a
+// second for the next wait, then closed.
+
+const IDLE_MS = 1000;
+
+interface Blocker {
+  conn: Connection;
+  id: string;
+  // Settles once the connection is free for another BLPOP.
+  busy: Promise<unknown> | undefined;
+  broken: boolean;
+}
+
+class Pool {
+  #base: Connection;
+  #idle: { blocker: Blocker; cancel: () => void }[] = [];
+
+  constructor(base: Connection) {
+    this.#base = base;
+  }
+
+  async take(): Promise<Blocker> {
+    const entry = this.#idle.pop();
+    if (entry !== undefined) {
+      entry.cancel();
+      return entry.blocker;
+    }
+    const conn = await this.#base.duplicate();
+    try {
+      const id = String(await conn.send("CLIENT", ["ID"]));
+      return { conn, id, busy: undefined, broken: false };
+    } catch (e) {
+      await conn.close();
+      throw e;
+    }
+  }
+
+  give(blocker: Blocker): void {
+    if (blocker.broken) {
+      void blocker.conn.close();
+      return;
+    }
+    if (blocker.busy !== undefined) {
+      // An unblocked BLPOP still on its way back: the connection is free
+      // once it returns.
+      void blocker.busy.then(() => {
+        blocker.busy = undefined;
+        this.give(blocker);
+      });
+      return;
+    }
+    const entry = {
+      blocker,
+      cancel: after(IDLE_MS, () => {
+        const at = this.#idle.indexOf(entry);
+        if (at >= 0) this.#idle.splice(at, 1);
+        void blocker.conn.close();
+      }),
+    };
+    this.#idle.push(entry);
+  }
+
+  /**
+   * Blocks on the list `key` until something is pushed to it, `ms` pass or
+   * `signal` aborts (rejecting with its reason). Redis checks the timeouts
+   * of blocked clients only about every 100 ms (hz 10), so the time is kept
+   * here, and the BLPOP ended with CLIENT UNBLOCK; its own timeout is a
+   * safety net for when that cannot be sent.
+   */
+  async block(blocker: Blocker, key: string, ms: number, signal?: AbortSignal): Promise<void> {
+    const seconds = ((Math.min(ms, 2 ** 31) + 1000) / 1000).toFixed(3);
+    const reply = blocker.conn.send("BLPOP", [key, seconds]);
+    blocker.busy = reply.catch(() => {
+      blocker.broken = true;
+    });
+    const unblock = () => {
+      this.#base.send("CLIENT", ["UNBLOCK", blocker.id]).catch(() => {});
+    };
+    const cancel = after(ms, unblock);
+    signal?.addEventListener("abort", unblock, { once: true });
+    try {
+      await untilAbort(reply, signal);
+      blocker.busy = undefined;
+    } catch (e) {
+      if (signal?.aborted && e === signal.reason) throw e;
+      // The connection failed (killed, server restarted): drop it; the
+      // caller tries again on a new one.
+      blocker.broken = true;
+    } finally {
+      cancel();
+      signal?.removeEventListener("abort", unblock);
+    }
+  }
+}
+
+const pools = new WeakMap<object, Pool>();
+
+/** The pool of blocking connections of the user's client `client`. */
+export function poolOf(client: object, base: Connection): Pool {
+  let pool = pools.get(client);
+  if (pool === undefined) pools.set(client, pool = new Pool(base));
+  return pool;
+}
+
+// ---------------------------------------------------------------------------
+// Acquiring.
+
+/** What one acquire asks for. */
+export interface Claim {
+  readonly conn: Connection;
+  readonly pool: Pool;
+  readonly keys: Keys;
+  /** "x" exclusive, "s" shared, "n" one of `max` semaphore slots. */
+  readonly mode: "x" | "s" | "n";
+  readonly max: number;
+  readonly ttl: number;
+  /** The holder's description stored with the lease (JSON). */
+  readonly who: string;
+}
+
+/** Who holds what is in the way, from the info the holder stored. */
+export interface Holder {
+  pid?: number | undefined;
+  hostname?: string | undefined;
+  /** When it took the lock, server ms since the epoch. */
+  since?: number | undefined;
+}
+
+/** Parses "<mode> <since> <JSON>" as the scripts store it. */
+export function holderOf(info: string): Holder {
+  const match = /^[xsn] (\d+) (.*)$/s.exec(info);
+  if (match === null) return {};
+  try {
+    const { pid, hostname } = JSON.parse(match[2]!) as Record<string, unknown>;
+    return {
+      pid: typeof pid === "number" ? pid : undefined,
+      hostname: typeof hostname === "string" ? hostname : undefined,
+      since: Number(match[1]),
+    };
+  } catch {
+    return { since: Number(match[1]) };
+  }
+}
+
+/** A lease just granted: its token, and when the request that got it was sent. */
+export interface Grant {
+  token: string;
+  sentAt: number;
+}
+
+type Reply = [1, string] | [0, number, string];
+
+function attempt(claim: Claim, waiter: string): Promise<Reply> {
+  const { mode, max, ttl, who, keys } = claim;
+  return scripts.acquire.run(
+    claim.conn,
+    keys,
+    [mode, String(max), String(ttl), who, waiter, keys.prefix],
+  ) as Promise<Reply>;
+}
+
+/** Ends a lease that is ours, quietly; resolves to whether it was ours. */
+export async function releaseToken(claim: Claim, token: string): Promise<boolean> {
+  return await scripts.release.run(claim.conn, claim.keys, [token, claim.keys.prefix]) === 1;
+}
+
+/**
+ * Acquires under `rules`: resolves with the grant, or rejects with
+ * `refuse(holder, waited)` (refused, or the timeout ran out) or the
+ * signal's reason.
+ */
+export async function acquireLease(
+  claim: Claim,
+  rules: WaitRules,
+  refuse: (holder: Holder, waited?: number) => Error,
+): Promise<Grant> {
+  const start = performance.now();
+  const waits = !rules.failWhenLocked && rules.timeout !== 0;
+  const waiter = waits ? randomHex(8) : "";
+  const limit = deadline(rules.timeout, rules.signal);
+  let blocker: Blocker | undefined;
+  let holder: Holder = {};
+  let registered = false;
+  try {
+    for (;;) {
+      const sentAt = performance.now();
+      const pending = attempt(claim, waiter);
+      let reply: Reply;
+      try {
+        // A single try waits for its answer, whatever the timeout.
+        reply = await untilAbort(pending, waits ? limit.signal : rules.signal);
+      } catch (e) {
+        if (limit.signal?.aborted && e === limit.signal.reason) {
+          // Given up while the attempt was on its way: should it still be
+          // granted, the lease is let go at once rather than left to lapse.
+          void pending.then(
+            (late) => late[0] === 1 && releaseToken(claim, late[1]),
+          ).catch(() => {});
+          if (limit.timedOut) throw refuse(holder, rules.timeout);
+        }
+        throw e;
+      }
+      if (reply[0] === 1) {
+        registered = false;
+        return { token: String(reply[1]), sentAt };
+      }
+      registered = waits;
+      holder = holderOf(String(reply[2]));
+      const waited = performance.now() - start;
+      if (!waits) throw refuse(holder);
+      if (waited >= rules.timeout) throw refuse(holder, rules.timeout);
+      // Until a release pushes to the list, or the lease in the way ends
+      // (a holder that died is noticed then), or the timeout.
+      const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited);
+      blocker ??= await untilAbort(claim.pool.take(), limit.signal);
+      try {
+        await claim.pool.block(blocker, `${claim.keys.prefix}wake:${waiter}`, ms, limit.signal);
+      } catch (e) {
+        if (limit.timedOut && e === limit.signal?.reason) throw refuse(holder, rules.timeout);
+        throw e;
+      }
+      if (blocker.broken) {
+        claim.pool.give(blocker);
+        blocker = undefined;
+      }
+    }
+  } finally {
+    limit[Symbol.dispose]();
+    if (blocker !== undefined) claim.pool.give(blocker);
+    if (registered) {
+      scripts.leave.run(claim.conn, claim.keys, [waiter, claim.keys.prefix]).catch(() => {});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Holding: renewal in the background, and the signal that says when the
+// lease can no longer be relied on.
+
+/** The share of the lease after which it is renewed. */
+const RENEW_AT = 1 / 3;
+/** After a renewal that failed (no answer, an error), the next try, as a share of the lease. */
+const RETRY_AT = 1 / 10;
+
+/** A held lease, kept alive until released or lost. */
+export class Keeper {
+  readonly token: bigint;
+  readonly tokenText: string;
+  readonly #controller = new AbortController();
+  readonly #claim: Claim;
+  readonly #describe: string;
+  #confirmedSentAt: number;
+  #cancelRenew: (() => void) | undefined;
+  #cancelExpiry: (() => void) | undefined;
+  #done = false;
+
+  constructor(claim: Claim, grant: Grant, describe: string) {
+    this.#claim = claim;
+    this.tokenText = grant.token;
+    this.token = BigInt(grant.token);
+    this.#describe = describe;
+    this.#confirmedSentAt = grant.sentAt;
+    this.#armExpiry();
+    this.#scheduleRenew(claim.ttl * RENEW_AT);
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Held and not lost. */
+  get held(): boolean {
+    return !this.#done;
+  }
+
+  // The lease ended on the server no earlier than `ttl` after the request
+  // that started or last renewed it was sent (the server's clock ran from
+  // receipt); a small margin covers clocks that run at slightly different
+  // rates and a late timer.
+  #limit(): number {
+    const { ttl } = this.#claim;
+    return this.#confirmedSentAt + ttl - ttl / 50 - 1;
+  }
+
+  #armExpiry(): void {
+    this.#cancelExpiry?.();
+    this.#cancelExpiry = unrefTimer(Math.max(0, this.#limit() - performance.now()), () => {
+      this.#lose(`no renewal was confirmed within its lease of ${this.#claim.ttl} ms`);
+    });
+  }
+
+  #scheduleRenew(ms: number): void {
+    this.#cancelRenew?.();
+    this.#cancelRenew = unrefTimer(ms, () => void this.#renew());
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#done) return;
+    const sentAt = performance.now();
+    if (sentAt >= this.#limit()) {
+      this.#lose(`no renewal was confirmed within its lease of ${this.#claim.ttl} ms`);
+      return;
+    }
+    const { conn, keys, ttl } = this.#claim;
+    let ours: boolean;
+    try {
+      ours = await scripts.renew.run(conn, keys, [this.tokenText, String(ttl)]) === 1;
+    } catch {
+      if (!this.#done) this.#scheduleRenew(ttl * RETRY_AT);
+      return;
+    }
+    if (this.#done) return;
+    if (!ours) {
+      this.#lose("its lease ended or Redis lost it, and another holder may have it now");
+      return;
+    }
+    this.#confirmedSentAt = sentAt;
+    this.#armExpiry();
+    this.#scheduleRenew(Math.max(0, sentAt + ttl * RENEW_AT - performance.now()));
+  }
+
+  #stop(): void {
+    this.#done = true;
+    this.#cancelRenew?.();
+    this.#cancelExpiry?.();
+  }
+
+  // Lost for good: nothing brings it back, whatever a reconnecting client
+  // later delivers. The lease is ended on the server too, if it still runs
+  // there, so that the next holder need not wait for it to lapse.
+  #lose(why: string): void {
+    if (this.#done) return;
+    this.#stop();
+    this.#controller.abort(new LockLost(`Lost ${this.#describe} (token ${this.token}): ${why}`));
+    releaseToken(this.#claim, this.tokenText).catch(() => {});
+  }
+
+  /** Ends the lease; resolves to whether it was still ours on the server. */
+  async release(): Promise<boolean> {
+    const wasHeld = !this.#done;
+    this.#stop();
+    const ours = await releaseToken(this.#claim, this.tokenText);
+    return wasHeld && ours;
+  }
+}
+
+// The timers of a held lease must not keep the host process alive by
+// themselves (the client's connection decides that). Leases are shorter
+// than a timer's limit (ttl is checked), so plain timers do.
+function unrefTimer(ms: number, fn: () => void): () => void {
+  const id = setTimeout(fn, ms);
+  if (typeof id === "object" && id !== null) (id as { unref?: () => void }).unref?.();
+  else {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(id as number);
+  }
+  return () => clearTimeout(id);
+}

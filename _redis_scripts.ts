@@ -1,0 +1,185 @@
+// The Lua scripts behind RedisLock and RedisSemaphore, and their keys.
+//
+// One lock (or semaphore) is, under the prefix P = "filestore:lock:{name}:"
+// (or "filestore:sem:{name}:"; the braces put every key of one lock in
+// one Redis Cluster slot):
+//   P.."owners"   sorted set: fencing token -> lease end, server ms
+//   P.."info"     hash: token -> "<x|s|n> <since ms> <holder JSON>"
+//   P.."token"    the last fencing token handed out
+//   P.."waiters"  sorted set: waiter id -> when its registration lapses
+//   P.."wake:"..id  a list a waiter blocks on (BLPOP); a release pushes to it
+//
+// Time is always the server's (TIME), never a client's. Numbers: Lua's are
+// doubles, and Lua 5.1 prints them with 14 significant digits, so a
+// 16-digit token would come out rounded ("1.7954314976804e+15"). Tokens
+// therefore never pass through a Lua number on their way out: they are
+// built as strings (from TIME's strings) or read back with GET; numbers
+// given to redis.call() go through string.format('%d'), exact for any
+// integer below 2^53.
+import { type Connection, isNoScript } from "./_redis_client.ts";
+
+const PRELUDE = `
+local function int(x) return string.format('%d', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local owners, info, counter, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Keeps a key for at least ms more milliseconds.
+local function keep(key, ms)
+  local left = redis.call('PTTL', key)
+  if left < ms then redis.call('PEXPIRE', key, int(ms)) end
+end
+-- Lets the owners and their info live as long as the longest lease.
+local function keepOwners()
+  local last = redis.call('ZRANGE', owners, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    redis.call('DEL', owners, info)
+    return
+  end
+  local ms = tonumber(last[2]) - now
+  redis.call('PEXPIRE', owners, int(ms))
+  redis.call('PEXPIRE', info, int(ms))
+end
+`;
+
+// KEYS: owners, info, counter, waiters. ARGV: mode (x exclusive, s shared,
+// n semaphore), maximum (n), ttl ms, holder JSON, waiter id ("" for none),
+// key prefix. Replies {1, token} or {0, ms until the first lease in the way
+// ends, that holder's info}.
+const ACQUIRE = PRELUDE + `
+local mode, max, ttl, who, waiter, prefix =
+  ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local dead = redis.call('ZRANGEBYSCORE', owners, '-inf', now)
+for _, token in ipairs(dead) do
+  redis.call('ZREM', owners, token)
+  redis.call('HDEL', info, token)
+end
+local live = redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
+local blocker = nil
+if mode == 'x' then
+  if #live > 0 then blocker = 1 end
+elseif mode == 's' then
+  for i = 1, #live, 2 do
+    local held = redis.call('HGET', info, live[i])
+    if held and string.sub(held, 1, 1) == 'x' then
+      blocker = i
+      break
+    end
+  end
+elseif #live / 2 >= max then
+  blocker = 1
+end
+local wake = prefix .. 'wake:' .. waiter
+if blocker then
+  local left = tonumber(live[blocker + 1]) - now
+  if waiter ~= '' then
+    -- Registered in the same step as the refusal: a release after this
+    -- point pushes to the list, so the waiter cannot miss it.
+    redis.call('DEL', wake)
+    redis.call('ZADD', waiters, int(now + left + ttl + 5000), waiter)
+    keep(waiters, left + ttl + 5000)
+  end
+  return {0, left, redis.call('HGET', info, live[blocker]) or ''}
+end
+-- The token: one more than the last, and at least the server's clock in
+-- microseconds, so that it still grows when Redis lost the counter.
+local last = redis.call('INCR', counter)
+local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+if last < tonumber(micros) then redis.call('SET', counter, micros) end
+redis.call('PEXPIRE', counter, 86400000)
+local token = redis.call('GET', counter)
+redis.call('ZADD', owners, int(now + ttl), token)
+redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
+keepOwners()
+if waiter ~= '' then
+  redis.call('ZREM', waiters, waiter)
+  redis.call('DEL', wake)
+end
+return {1, token}
+`;
+
+// KEYS: owners, info, counter, waiters. ARGV: token, ttl ms. Replies 1 if
+// the lease was ours and still running (now extended), else 0.
+const RENEW = PRELUDE + `
+local token, ttl = ARGV[1], tonumber(ARGV[2])
+local ends = redis.call('ZSCORE', owners, token)
+if not ends or tonumber(ends) <= now then return 0 end
+redis.call('ZADD', owners, 'XX', int(now + ttl), token)
+keepOwners()
+return 1
+`;
+
+// KEYS: owners, info, counter, waiters. ARGV: token, key prefix. Ends the
+// lease if it is ours, and wakes every registered waiter. Replies 1 if it
+// was ours.
+const RELEASE = PRELUDE + `
+local token, prefix = ARGV[1], ARGV[2]
+local removed = redis.call('ZREM', owners, token)
+redis.call('HDEL', info, token)
+if removed == 0 then return 0 end
+keepOwners()
+redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now)
+for _, waiter in ipairs(redis.call('ZRANGE', waiters, 0, -1)) do
+  local wake = prefix .. 'wake:' .. waiter
+  redis.call('RPUSH', wake, '1')
+  redis.call('PEXPIRE', wake, 10000)
+end
+redis.call('DEL', waiters)
+return 1
+`;
+
+// KEYS: owners, info, counter, waiters. ARGV: waiter id, key prefix. A
+// waiter that gives up.
+const LEAVE = `
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('DEL', ARGV[2] .. 'wake:' .. ARGV[1])
+return 1
+`;
+
+/** The keys of one lock or semaphore. */
+export interface Keys {
+  readonly prefix: string;
+  /** owners, info, counter, waiters: the KEYS of every script. */
+  readonly list: readonly [string, string, string, string];
+}
+
+/** The keys of the lock or semaphore `name` (`kind` keeps the two apart). */
+export function keysOf(kind: "lock" | "sem", name: string): Keys {
+  const prefix = `filestore:${kind}:{${name}}:`;
+  return {
+    prefix,
+    list: [`${prefix}owners`, `${prefix}info`, `${prefix}token`, `${prefix}waiters`],
+  };
+}
+
+class Script {
+  #body: string;
+  #sha: Promise<string> | undefined;
+
+  constructor(body: string) {
+    this.#body = body;
+  }
+
+  async run(conn: Connection, keys: Keys, args: readonly string[]): Promise<unknown> {
+    this.#sha ??= sha1(this.#body);
+    const tail = [String(keys.list.length), ...keys.list, ...args];
+    try {
+      return await conn.send("EVALSHA", [await this.#sha, ...tail]);
+    } catch (e) {
+      if (!isNoScript(e)) throw e;
+      return await conn.send("EVAL", [this.#body, ...tail]);
+    }
+  }
+}
+
+async function sha1(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The scripts, run through EVALSHA (EVAL the first time a server meets one). */
+export const scripts = {
+  acquire: new Script(ACQUIRE),
+  renew: new Script(RENEW),
+  release: new Script(RELEASE),
+  leave: new Script(LEAVE),
+};

@@ -181,12 +181,12 @@ export interface Grant {
 
 type Reply = [1, string] | [0, number, string];
 
-function attempt(claim: Claim, waiter: string): Promise<Reply> {
+function attempt(claim: Claim, waiter: string, registered: boolean): Promise<Reply> {
   const { mode, max, ttl, who, keys } = claim;
   return scripts.acquire.run(
     claim.conn,
     keys,
-    [mode, String(max), String(ttl), who, waiter, keys.prefix],
+    [mode, String(max), String(ttl), who, waiter, keys.prefix, registered ? "1" : "0"],
   ) as Promise<Reply>;
 }
 
@@ -215,7 +215,7 @@ export async function acquireLease(
   try {
     for (;;) {
       const sentAt = performance.now();
-      const pending = attempt(claim, waiter);
+      const pending = attempt(claim, waiter, registered);
       let reply: Reply;
       try {
         // A single try waits for its answer, whatever the timeout.

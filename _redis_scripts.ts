@@ -35,15 +35,15 @@ local function keepOwners()
     redis.call('DEL', owners, info)
     return
   end
-  local ms = tonumber(last[2]) - now
-  redis.call('PEXPIRE', owners, int(ms))
-  redis.call('PEXPIRE', info, int(ms))
+  local ms = int(tonumber(last[2]) - now)
+  redis.call('PEXPIRE', owners, ms)
+  redis.call('PEXPIRE', info, ms)
 end
 `;
 
 // KEYS: owners, info, counter, waiters. ARGV: mode (x exclusive, s shared,
 // n semaphore), maximum (n), ttl ms, holder JSON, waiter id ("" for none),
-// key prefix. Replies {1, token} or {0, ms until the first lease in the way
+// key prefix, "1" if the waiter registered before (to be removed). Replies {1, token} or {0, ms until the first lease in the way
 // ends, that holder's info}.
 const ACQUIRE = PRELUDE + `
 local mode, max, ttl, who, waiter, prefix =
@@ -82,15 +82,22 @@ if blocker then
 end
 -- The token: one more than the last, and at least the server's clock in
 -- microseconds, so that it still grows when Redis lost the counter.
-local last = redis.call('INCR', counter)
+-- (Both are below 2^53 while the counter is near the clock, so comparing
+-- them as Lua numbers is exact; a counter beyond 2^53 is larger anyway.)
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
-if last < tonumber(micros) then redis.call('SET', counter, micros) end
-redis.call('PEXPIRE', counter, 86400000)
-local token = redis.call('GET', counter)
+local last = redis.call('GET', counter)
+local token = micros
+if last and tonumber(last) >= tonumber(micros) then
+  redis.call('INCR', counter)
+  token = redis.call('GET', counter)
+  redis.call('PEXPIRE', counter, 86400000)
+else
+  redis.call('SET', counter, micros, 'PX', 86400000)
+end
 redis.call('ZADD', owners, int(now + ttl), token)
 redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
 keepOwners()
-if waiter ~= '' then
+if ARGV[7] == '1' then
   redis.call('ZREM', waiters, waiter)
   redis.call('DEL', wake)
 end
@@ -117,13 +124,15 @@ local removed = redis.call('ZREM', owners, token)
 redis.call('HDEL', info, token)
 if removed == 0 then return 0 end
 keepOwners()
-redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now)
-for _, waiter in ipairs(redis.call('ZRANGE', waiters, 0, -1)) do
-  local wake = prefix .. 'wake:' .. waiter
-  redis.call('RPUSH', wake, '1')
-  redis.call('PEXPIRE', wake, 10000)
+local woken = redis.call('ZRANGEBYSCORE', waiters, now, '+inf')
+if #woken > 0 then
+  for _, waiter in ipairs(woken) do
+    local wake = prefix .. 'wake:' .. waiter
+    redis.call('RPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, 10000)
+  end
+  redis.call('DEL', waiters)
 end
-redis.call('DEL', waiters)
 return 1
 `;
 

@@ -92,15 +92,23 @@ class Pool {
   }
 
   /**
-   * Blocks on the list `key` until something is pushed to it, `ms` pass or
-   * `signal` aborts (rejecting with its reason). Redis checks the timeouts
-   * of blocked clients only about every 100 ms (hz 10), so the time is kept
-   * here, and the BLPOP ended with CLIENT UNBLOCK; its own timeout is a
-   * safety net for when that cannot be sent.
+   * Blocks on the lists `keys` until something is pushed to one, `ms` pass
+   * or `signal` aborts (rejecting with its reason); resolves to BLPOP's
+   * reply ([key, element], or null). Redis checks the timeouts of blocked
+   * clients only about every 100 ms (hz 10), so the time is kept here, and
+   * the BLPOP ended with CLIENT UNBLOCK; its own timeout is a safety net for
+   * when that cannot be sent. A reply that comes after the signal aborted
+   * goes to `late`.
    */
-  async block(blocker: Blocker, key: string, ms: number, signal?: AbortSignal): Promise<void> {
+  async block(
+    blocker: Blocker,
+    keys: readonly string[],
+    ms: number,
+    signal: AbortSignal | undefined,
+    late: (reply: unknown) => void,
+  ): Promise<unknown> {
     const seconds = ((Math.min(ms, 2 ** 31) + 1000) / 1000).toFixed(3);
-    const reply = blocker.conn.send("BLPOP", [key, seconds]);
+    const reply = blocker.conn.send("BLPOP", [...keys, seconds]);
     blocker.busy = reply.catch(() => {
       blocker.broken = true;
     });
@@ -110,13 +118,18 @@ class Pool {
     const cancel = after(ms, unblock);
     signal?.addEventListener("abort", unblock, { once: true });
     try {
-      await untilAbort(reply, signal);
+      const answer = await untilAbort(reply, signal);
       blocker.busy = undefined;
+      return answer;
     } catch (e) {
-      if (signal?.aborted && e === signal.reason) throw e;
+      if (signal?.aborted && e === signal.reason) {
+        reply.then(late, () => {});
+        throw e;
+      }
       // The connection failed (killed, server restarted): drop it; the
       // caller tries again on a new one.
       blocker.broken = true;
+      return null;
     } finally {
       cancel();
       signal?.removeEventListener("abort", unblock);
@@ -173,13 +186,28 @@ export function holderOf(info: string): Holder {
   }
 }
 
-/** A lease just granted: its token, and when the request that got it was sent. */
+/**
+ * A lease just granted: its token, a local time no later than when the
+ * lease started on the server (when the request that got it was sent), and
+ * the length of that first lease.
+ */
 export interface Grant {
   token: string;
   sentAt: number;
+  ttl: number;
+  /** Handed over by a release: renew at once (which also names the new holder). */
+  handedOver: boolean;
 }
 
-type Reply = [1, string] | [0, number, string];
+type Reply = [1, string] | [0, number, string, number];
+
+/** A lock handed over through the baton list: "TOKEN MINTED TTL". */
+function batonOf(reply: unknown, batonKey: string): [string, number, number] | undefined {
+  if (!Array.isArray(reply) || reply[0] !== batonKey) return undefined;
+  const match = /^(\d+) (\d+) (\d+)$/.exec(String(reply[1]));
+  if (match === null) return undefined;
+  return [match[1]!, Number(match[2]), Number(match[3])];
+}
 
 function attempt(claim: Claim, waiter: string, registered: boolean): Promise<Reply> {
   const { mode, max, ttl, who, keys } = claim;
@@ -190,9 +218,11 @@ function attempt(claim: Claim, waiter: string, registered: boolean): Promise<Rep
   ) as Promise<Reply>;
 }
 
-/** Ends a lease that is ours, quietly; resolves to whether it was ours. */
+/** Ends a lease if it is ours; resolves to whether it was. */
 export async function releaseToken(claim: Claim, token: string): Promise<boolean> {
-  return await scripts.release.run(claim.conn, claim.keys, [token, claim.keys.prefix]) === 1;
+  const handOver = claim.mode === "n" ? "0" : "1";
+  const args = [token, claim.keys.prefix, String(claim.ttl), handOver];
+  return await scripts.release.run(claim.conn, claim.keys, args) === 1;
 }
 
 /**
@@ -207,7 +237,16 @@ export async function acquireLease(
 ): Promise<Grant> {
   const start = performance.now();
   const waits = !rules.failWhenLocked && rules.timeout !== 0;
-  const waiter = waits ? randomHex(8) : "";
+  const waiter = waits ? `${claim.mode}:${randomHex(8)}` : "";
+  const batonKey = `${claim.keys.prefix}baton`;
+  const lists = claim.mode === "x"
+    ? [`${claim.keys.prefix}wake:${waiter}`, batonKey]
+    : [`${claim.keys.prefix}wake:${waiter}`];
+  // A lock handed over after this acquire gave up is let go at once.
+  const late = (reply: unknown) => {
+    const baton = batonOf(reply, batonKey);
+    if (baton !== undefined) releaseToken(claim, baton[0]).catch(() => {});
+  };
   const limit = deadline(rules.timeout, rules.signal);
   let blocker: Blocker | undefined;
   let holder: Holder = {};
@@ -233,7 +272,7 @@ export async function acquireLease(
       }
       if (reply[0] === 1) {
         registered = false;
-        return { token: String(reply[1]), sentAt };
+        return { token: String(reply[1]), sentAt, ttl: claim.ttl, handedOver: false };
       }
       registered = waits;
       holder = holderOf(String(reply[2]));
@@ -244,11 +283,20 @@ export async function acquireLease(
       // (a holder that died is noticed then), or the timeout.
       const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited);
       blocker ??= await untilAbort(claim.pool.take(), limit.signal);
+      let woken: unknown;
       try {
-        await claim.pool.block(blocker, `${claim.keys.prefix}wake:${waiter}`, ms, limit.signal);
+        woken = await claim.pool.block(blocker, lists, ms, limit.signal, late);
       } catch (e) {
         if (limit.timedOut && e === limit.signal?.reason) throw refuse(holder, rules.timeout);
         throw e;
+      }
+      const baton = batonOf(woken, batonKey);
+      if (baton !== undefined) {
+        // Minted at server time baton[1]; the refusal was computed at
+        // server time reply[3], after `sentAt` here: so the lease began no
+        // earlier than this, on the local clock.
+        const [token, minted, ttl] = baton;
+        return { token, sentAt: sentAt + (minted - Number(reply[3])), ttl, handedOver: true };
       }
       if (blocker.broken) {
         claim.pool.give(blocker);
@@ -281,6 +329,9 @@ export class Keeper {
   readonly #claim: Claim;
   readonly #describe: string;
   #confirmedSentAt: number;
+  // The length of the lease last confirmed (a handed-over one has the
+  // releaser's).
+  #leaseTtl: number;
   #cancelRenew: (() => void) | undefined;
   #cancelExpiry: (() => void) | undefined;
   #done = false;
@@ -291,8 +342,9 @@ export class Keeper {
     this.token = BigInt(grant.token);
     this.#describe = describe;
     this.#confirmedSentAt = grant.sentAt;
+    this.#leaseTtl = grant.ttl;
     this.#armExpiry();
-    this.#scheduleRenew(claim.ttl * RENEW_AT);
+    this.#scheduleRenew(grant.handedOver ? 0 : claim.ttl * RENEW_AT);
   }
 
   get signal(): AbortSignal {
@@ -309,14 +361,14 @@ export class Keeper {
   // receipt); a small margin covers clocks that run at slightly different
   // rates and a late timer.
   #limit(): number {
-    const { ttl } = this.#claim;
+    const ttl = this.#leaseTtl;
     return this.#confirmedSentAt + ttl - ttl / 50 - 1;
   }
 
   #armExpiry(): void {
     this.#cancelExpiry?.();
     this.#cancelExpiry = unrefTimer(Math.max(0, this.#limit() - performance.now()), () => {
-      this.#lose(`no renewal was confirmed within its lease of ${this.#claim.ttl} ms`);
+      this.#lose(`no renewal was confirmed within its lease of ${this.#leaseTtl} ms`);
     });
   }
 
@@ -329,13 +381,13 @@ export class Keeper {
     if (this.#done) return;
     const sentAt = performance.now();
     if (sentAt >= this.#limit()) {
-      this.#lose(`no renewal was confirmed within its lease of ${this.#claim.ttl} ms`);
+      this.#lose(`no renewal was confirmed within its lease of ${this.#leaseTtl} ms`);
       return;
     }
-    const { conn, keys, ttl } = this.#claim;
+    const { conn, keys, ttl, who } = this.#claim;
     let ours: boolean;
     try {
-      ours = await scripts.renew.run(conn, keys, [this.tokenText, String(ttl)]) === 1;
+      ours = await scripts.renew.run(conn, keys, [this.tokenText, String(ttl), who]) === 1;
     } catch {
       if (!this.#done) this.#scheduleRenew(ttl * RETRY_AT);
       return;
@@ -346,6 +398,7 @@ export class Keeper {
       return;
     }
     this.#confirmedSentAt = sentAt;
+    this.#leaseTtl = ttl;
     this.#armExpiry();
     this.#scheduleRenew(Math.max(0, sentAt + ttl * RENEW_AT - performance.now()));
   }

@@ -6,8 +6,9 @@
 //   P.."owners"   sorted set: fencing token -> lease end, server ms
 //   P.."info"     hash: token -> "<x|s|n> <since ms> <holder JSON>"
 //   P.."token"    the last fencing token handed out
-//   P.."waiters"  sorted set: waiter id -> when its registration lapses
+//   P.."waiters"  sorted set: "<mode>:<id>" -> when its registration lapses
 //   P.."wake:"..id  a list a waiter blocks on (BLPOP); a release pushes to it
+//   P.."baton"    a lock handed to the next exclusive waiter (see below)
 //
 // Time is always the server's (TIME), never a client's. Numbers: Lua's are
 // doubles, and Lua 5.1 prints them with 14 significant digits, so a
@@ -39,19 +40,83 @@ local function keepOwners()
   redis.call('PEXPIRE', owners, ms)
   redis.call('PEXPIRE', info, ms)
 end
+-- A new fencing token: one more than the last, and at least the server's
+-- clock in microseconds, so that it still grows when Redis lost the
+-- counter. (Both are below 2^53 while the counter is near the clock, so
+-- comparing them as Lua numbers is exact; a counter beyond 2^53 is larger
+-- anyway.)
+local function mint()
+  local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+  local last = redis.call('GET', counter)
+  if last and tonumber(last) >= tonumber(micros) then
+    redis.call('INCR', counter)
+    redis.call('PEXPIRE', counter, 86400000)
+    return redis.call('GET', counter)
+  end
+  redis.call('SET', counter, micros, 'PX', 86400000)
+  return micros
+end
+-- Pushes to the wake-up list of each waiter in the list given.
+local function wake(prefix, list)
+  for _, waiter in ipairs(list) do
+    local key = prefix .. 'wake:' .. waiter
+    redis.call('RPUSH', key, '1')
+    redis.call('PEXPIRE', key, 10000)
+  end
+end
 `;
 
+// Exclusive waiters of a lock are handed the lock itself: the release that
+// leaves it free mints the next token for them and pushes "TOKEN MINTED TTL"
+// to P.."baton", which they block on besides their own list. Redis hands a
+// pushed element to one blocked client, the longest waiting, so a waiter
+// that died gets nothing. An element nobody took (the waiters were between
+// tries) is taken by the next exclusive acquire, or cancelled by a shared
+// one.
+
 // KEYS: owners, info, counter, waiters. ARGV: mode (x exclusive, s shared,
-// n semaphore), maximum (n), ttl ms, holder JSON, waiter id ("" for none),
-// key prefix, "1" if the waiter registered before (to be removed). Replies {1, token} or {0, ms until the first lease in the way
-// ends, that holder's info}.
+// n semaphore), maximum (n), ttl ms, holder JSON, waiter ("" for none),
+// key prefix, "1" if the waiter registered before (to be removed). Replies
+// {1, token} or {0, ms until the first lease in the way ends, that
+// holder's info, the server's time in ms}.
 const ACQUIRE = PRELUDE + `
 local mode, max, ttl, who, waiter, prefix =
   ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local wakeKey = prefix .. 'wake:' .. waiter
+local function granted(token)
+  redis.call('ZADD', owners, int(now + ttl), token)
+  redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
+  keepOwners()
+  if ARGV[7] == '1' then
+    redis.call('ZREM', waiters, waiter)
+    redis.call('DEL', wakeKey)
+  end
+  return {1, token}
+end
 local dead = redis.call('ZRANGEBYSCORE', owners, '-inf', now)
 for _, token in ipairs(dead) do
   redis.call('ZREM', owners, token)
   redis.call('HDEL', info, token)
+end
+if mode ~= 'n' then
+  local baton = prefix .. 'baton'
+  local cancelled = false
+  for _ = 1, 100 do
+    local handed = redis.call('LPOP', baton)
+    if not handed then break end
+    local token = string.match(handed, '^(%d+)')
+    if redis.call('ZSCORE', owners, token) then
+      if mode == 'x' then return granted(token) end
+      redis.call('ZREM', owners, token)
+      redis.call('HDEL', info, token)
+      cancelled = true
+    end
+  end
+  if cancelled then
+    -- The exclusive waiters that were to take it try again.
+    wake(prefix, redis.call('ZRANGEBYSCORE', waiters, now, '+inf'))
+    redis.call('DEL', waiters)
+  end
 end
 local live = redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
 local blocker = nil
@@ -68,76 +133,74 @@ elseif mode == 's' then
 elseif #live / 2 >= max then
   blocker = 1
 end
-local wake = prefix .. 'wake:' .. waiter
-if blocker then
-  local left = tonumber(live[blocker + 1]) - now
-  if waiter ~= '' then
-    -- Registered in the same step as the refusal: a release after this
-    -- point pushes to the list, so the waiter cannot miss it.
-    redis.call('DEL', wake)
-    redis.call('ZADD', waiters, int(now + left + ttl + 5000), waiter)
-    keep(waiters, left + ttl + 5000)
-  end
-  return {0, left, redis.call('HGET', info, live[blocker]) or ''}
+if not blocker then return granted(mint()) end
+local left = tonumber(live[blocker + 1]) - now
+if waiter ~= '' then
+  -- Registered in the same step as the refusal: a release after this
+  -- point pushes to the list, so the waiter cannot miss it.
+  redis.call('DEL', wakeKey)
+  redis.call('ZADD', waiters, int(now + left + ttl + 5000), waiter)
+  keep(waiters, left + ttl + 5000)
 end
--- The token: one more than the last, and at least the server's clock in
--- microseconds, so that it still grows when Redis lost the counter.
--- (Both are below 2^53 while the counter is near the clock, so comparing
--- them as Lua numbers is exact; a counter beyond 2^53 is larger anyway.)
-local micros = t[1] .. string.format('%06d', tonumber(t[2]))
-local last = redis.call('GET', counter)
-local token = micros
-if last and tonumber(last) >= tonumber(micros) then
-  redis.call('INCR', counter)
-  token = redis.call('GET', counter)
-  redis.call('PEXPIRE', counter, 86400000)
-else
-  redis.call('SET', counter, micros, 'PX', 86400000)
-end
-redis.call('ZADD', owners, int(now + ttl), token)
-redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
-keepOwners()
-if ARGV[7] == '1' then
-  redis.call('ZREM', waiters, waiter)
-  redis.call('DEL', wake)
-end
-return {1, token}
+return {0, left, redis.call('HGET', info, live[blocker]) or '', now}
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: token, ttl ms. Replies 1 if
-// the lease was ours and still running (now extended), else 0.
+// KEYS: owners, info, counter, waiters. ARGV: token, ttl ms, holder JSON.
+// Replies 1 if the lease was ours and still running (now extended), else
+// 0. A lease handed over by a release names its new holder from now on.
 const RENEW = PRELUDE + `
-local token, ttl = ARGV[1], tonumber(ARGV[2])
+local token, ttl, who = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local ends = redis.call('ZSCORE', owners, token)
 if not ends or tonumber(ends) <= now then return 0 end
 redis.call('ZADD', owners, 'XX', int(now + ttl), token)
+local held = redis.call('HGET', info, token)
+if held and string.sub(held, -3) == ' {}' then
+  redis.call('HSET', info, token, string.sub(held, 1, -3) .. who)
+end
 keepOwners()
 return 1
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: token, key prefix. Ends the
-// lease if it is ours, and wakes every registered waiter. Replies 1 if it
+// KEYS: owners, info, counter, waiters. ARGV: token, key prefix, ttl ms,
+// "1" to hand a free lock to an exclusive waiter. Ends the lease if it is
+// ours; then hands the lock over, or wakes the waiters. Replies 1 if it
 // was ours.
 const RELEASE = PRELUDE + `
-local token, prefix = ARGV[1], ARGV[2]
+local token, prefix, ttl, handOver = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local removed = redis.call('ZREM', owners, token)
 redis.call('HDEL', info, token)
 if removed == 0 then return 0 end
 keepOwners()
-local woken = redis.call('ZRANGEBYSCORE', waiters, now, '+inf')
-if #woken > 0 then
-  for _, waiter in ipairs(woken) do
-    local wake = prefix .. 'wake:' .. waiter
-    redis.call('RPUSH', wake, '1')
-    redis.call('PEXPIRE', wake, 10000)
+local waiting = redis.call('ZRANGEBYSCORE', waiters, now, '+inf')
+if #waiting == 0 then return 1 end
+if handOver and redis.call('EXISTS', owners) == 0 then
+  local others = {}
+  local exclusive = false
+  for _, waiter in ipairs(waiting) do
+    if string.sub(waiter, 1, 2) == 'x:' then exclusive = true else table.insert(others, waiter) end
   end
-  redis.call('DEL', waiters)
+  if exclusive then
+    local handed = mint()
+    redis.call('ZADD', owners, int(now + ttl), handed)
+    redis.call('HSET', info, handed, 'x ' .. int(now) .. ' {}')
+    keepOwners()
+    local baton = prefix .. 'baton'
+    redis.call('RPUSH', baton, handed .. ' ' .. int(now) .. ' ' .. int(ttl))
+    redis.call('PEXPIRE', baton, int(ttl))
+    -- The others try again (and meet the new holder); the exclusive ones
+    -- stay registered for the next release.
+    wake(prefix, others)
+    for _, waiter in ipairs(others) do redis.call('ZREM', waiters, waiter) end
+    return 1
+  end
 end
+wake(prefix, waiting)
+redis.call('DEL', waiters)
 return 1
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: waiter id, key prefix. A
-// waiter that gives up.
+// KEYS: owners, info, counter, waiters. ARGV: waiter, key prefix. A waiter
+// that gives up, or took a lock handed to it.
 const LEAVE = `
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('DEL', ARGV[2] .. 'wake:' .. ARGV[1])

@@ -440,3 +440,73 @@ for (const runtime of RUNTIMES) {
     },
   );
 }
+
+test(
+  "RedisLock: a lock handed to a waiter that died is taken by the next acquire, not left to lapse",
+  needs,
+  async () => {
+    const name = fresh("dead-waiter");
+    await withClient(CLIENT_KINDS[0]!, async ({ client }) => {
+      const holder = new RedisLock(client, name, { ttl: 60_000 });
+      await holder.acquire();
+      // Two waiters in other processes, blocked, then killed: their
+      // registrations outlive them.
+      const waiters = ["bun", "node"].map((runtime, i) =>
+        start(runtime as Runtime, CHILD, [
+          "hold",
+          server!.url,
+          clientFor(runtime as Runtime, i),
+          name,
+          "60000",
+        ])
+      );
+      for (const w of waiters) await w.line(/^pid /);
+      await sleep(500);
+      for (const w of waiters) {
+        w.kill("SIGKILL");
+        await w.exited;
+      }
+      await holder.release();
+      const next = new RedisLock(client, name, { ttl: 60_000 });
+      const lease = await next.acquire({ timeout: 0 });
+      assert.ok(lease.token > 0n);
+      await next.release();
+      // The same for a shared acquire, which cancels the handed-over lock.
+      await holder.acquire();
+      const third = start("bun", CHILD, ["hold", server!.url, clientFor("bun", 1), name, "60000"]);
+      await third.line(/^pid /);
+      await sleep(500);
+      third.kill("SIGKILL");
+      await third.exited;
+      await holder.release();
+      const reader = new RedisLock(client, name, { shared: true });
+      await reader.acquire({ timeout: 0 });
+      await reader.release();
+    });
+  },
+);
+
+test("RedisLock: a waiter that gave up lets go of a lock handed to it", needs, async () => {
+  await withClient(CLIENT_KINDS[0]!, async ({ client }) => {
+    const name = fresh("gave-up");
+    for (let i = 0; i < 20; i++) {
+      const holder = new RedisLock(client, name);
+      await holder.acquire();
+      const controller = new AbortController();
+      const waiter = new RedisLock(client, name);
+      const waiting = waiter.acquire({ signal: controller.signal });
+      await sleep(5);
+      // Release and abort in the same instant: whoever wins, the lock must
+      // end up free, or held by the waiter that then knows it.
+      const released = holder.release();
+      controller.abort(new Error("gave up"));
+      const got = await waiting.then(() => true, () => false);
+      await released;
+      assert.equal(waiter.locked, got);
+      if (got) await waiter.release();
+      const probe = new RedisLock(client, name);
+      await probe.acquire({ timeout: 2000 });
+      await probe.release();
+    }
+  });
+});

@@ -282,7 +282,18 @@ export async function acquireLease(
       // Until a release pushes to the list, or the lease in the way ends
       // (a holder that died is noticed then), or the timeout.
       const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited);
-      blocker ??= await untilAbort(claim.pool.take(), limit.signal);
+      if (blocker === undefined) {
+        const taking = claim.pool.take();
+        try {
+          blocker = await untilAbort(taking, limit.signal);
+        } catch (e) {
+          // Given up while the connection was being made: it goes to the
+          // pool (and is closed there) once it is.
+          taking.then((b) => claim.pool.give(b), () => {});
+          if (limit.timedOut && e === limit.signal?.reason) throw refuse(holder, rules.timeout);
+          throw e;
+        }
+      }
       let woken: unknown;
       try {
         woken = await claim.pool.block(blocker, lists, ms, limit.signal, late);

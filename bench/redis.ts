@@ -255,7 +255,7 @@ async function handoff(url: string) {
     await pub?.close();
     const p50 = median(got);
     if (lib.startsWith("pubsub")) pubsub.set(lib.slice(7), p50);
-    const base = pubsub.get(lib === "ours:ioredis" ? "ioredis" : "node-redis")!;
+    const base = pubsub.get(lib.endsWith("ioredis") ? "ioredis" : "node-redis")!;
     row(
       "b handoff p50",
       lib.startsWith("pubsub") ? `bare pub/sub message (${lib.slice(7)})` : label(lib as Lib),

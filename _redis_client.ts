@@ -103,7 +103,13 @@ export function connectionOf(client: unknown, owned = false): Connection {
   return {
     send: async (command, args) => normalise(await send(command, args)),
     async duplicate() {
-      const copy = (await c.duplicate()) as AnyClient;
+      // ioredis sends a command again after a reconnect by default: a
+      // BLPOP sent again would wait on for a registration that a restart
+      // lost. Failing it instead makes the waiter try again at once.
+      const copy =
+        (await (flavour === "call"
+          ? (c.duplicate as (o: object) => unknown)({ autoResendUnfulfilledCommands: false })
+          : c.duplicate())) as AnyClient;
       // node-redis and ioredis are event emitters: an "error" event nobody
       // listens to would end the host process when the server goes away.
       // The commands themselves still reject.

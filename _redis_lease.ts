@@ -109,17 +109,31 @@ class Pool {
   ): Promise<unknown> {
     const seconds = ((Math.min(ms, 2 ** 31) + 1000) / 1000).toFixed(3);
     const reply = blocker.conn.send("BLPOP", [...keys, seconds]);
-    blocker.busy = reply.catch(() => {
+    let answered = false;
+    blocker.busy = reply.then(() => answered = true, () => {
+      answered = true;
       blocker.broken = true;
     });
+    // Redis answers CLIENT UNBLOCK with 0 when that connection is not
+    // blocked: it was lost and made again under another id (some clients
+    // then send the BLPOP again, or never fail it). The connection is then
+    // dropped and the wait goes on without it; should the old BLPOP still
+    // be handed a lock, `late` lets go of it.
+    let lost!: (value: null) => void;
+    const gone = new Promise<null>((resolve) => lost = resolve);
     const unblock = () => {
-      this.#base.send("CLIENT", ["UNBLOCK", blocker.id]).catch(() => {});
+      this.#base.send("CLIENT", ["UNBLOCK", blocker.id]).then((count) => {
+        if (Number(count) !== 0 || answered) return;
+        blocker.broken = true;
+        reply.then(late, () => {});
+        lost(null);
+      }, () => {});
     };
     const cancel = after(ms, unblock);
     signal?.addEventListener("abort", unblock, { once: true });
     try {
-      const answer = await untilAbort(reply, signal);
-      blocker.busy = undefined;
+      const answer = await untilAbort(Promise.race([reply, gone]), signal);
+      if (!blocker.broken) blocker.busy = undefined;
       return answer;
     } catch (e) {
       if (signal?.aborted && e === signal.reason) {
@@ -251,6 +265,27 @@ export async function acquireLease(
   let blocker: Blocker | undefined;
   let holder: Holder = {};
   let registered = false;
+  // A wait rides out connection trouble (a restart, a failover, a killed
+  // connection, while the client reconnects), trying again with a growing
+  // pause, for up to one lease; then the error is thrown. A single try
+  // throws it at once.
+  let troubleSince: number | undefined;
+  let pauseMs = 25;
+  const ridden = async (e: unknown): Promise<void> => {
+    if (limit.signal?.aborted && e === limit.signal.reason) {
+      if (limit.timedOut) throw refuse(holder, rules.timeout);
+      throw e;
+    }
+    troubleSince ??= performance.now();
+    if (!waits || performance.now() - troubleSince >= claim.ttl) throw e;
+    try {
+      await pause(pauseMs, limit.signal);
+    } catch (reason) {
+      if (limit.timedOut) throw refuse(holder, rules.timeout);
+      throw reason;
+    }
+    pauseMs = Math.min(pauseMs * 2, 1000);
+  };
   try {
     for (;;) {
       const sentAt = performance.now();
@@ -266,10 +301,12 @@ export async function acquireLease(
           void pending.then(
             (late) => late[0] === 1 && releaseToken(claim, late[1]),
           ).catch(() => {});
-          if (limit.timedOut) throw refuse(holder, rules.timeout);
         }
-        throw e;
+        await ridden(e);
+        continue;
       }
+      troubleSince = undefined;
+      pauseMs = 25;
       if (reply[0] === 1) {
         registered = false;
         return { token: String(reply[1]), sentAt, ttl: claim.ttl, handedOver: false };
@@ -280,8 +317,10 @@ export async function acquireLease(
       if (!waits) throw refuse(holder);
       if (waited >= rules.timeout) throw refuse(holder, rules.timeout);
       // Until a release pushes to the list, or the lease in the way ends
-      // (a holder that died is noticed then), or the timeout.
-      const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited);
+      // (a holder that died is noticed then), or the timeout; and at least
+      // once a lease of its own, in case Redis lost the registration (a
+      // restart or failover that the connection survived).
+      const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited, claim.ttl);
       if (blocker === undefined) {
         const taking = claim.pool.take();
         try {
@@ -290,8 +329,8 @@ export async function acquireLease(
           // Given up while the connection was being made: it goes to the
           // pool (and is closed there) once it is.
           taking.then((b) => claim.pool.give(b), () => {});
-          if (limit.timedOut && e === limit.signal?.reason) throw refuse(holder, rules.timeout);
-          throw e;
+          await ridden(e);
+          continue;
         }
       }
       let woken: unknown;
@@ -321,6 +360,22 @@ export async function acquireLease(
       scripts.leave.run(claim.conn, claim.keys, [waiter, claim.keys.prefix]).catch(() => {});
     }
   }
+}
+
+/** Resolves after `ms`, or rejects with `signal`'s reason when it aborts first. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(id);
+      reject(signal!.reason);
+    };
+    const id = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 // ---------------------------------------------------------------------------

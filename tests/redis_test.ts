@@ -258,6 +258,9 @@ for (const kind of CLIENT_KINDS) {
           const got = await other.acquire({ timeout: 0 }).then(() => true, () => false);
           // Either the holder kept the lock (its client reconnected and
           // renewed it) or it was told it lost it: never both holding.
+          console.log(
+            `# ${kind}: after CLIENT KILL the holder ${holder.locked ? "kept" : "lost"} the lock`,
+          );
           assert.equal(got, !holder.locked, `holder.locked ${holder.locked}, other got it ${got}`);
           assert.equal(lease.signal.aborted, !holder.locked);
           await other.release();
@@ -509,4 +512,28 @@ test("RedisLock: a waiter that gave up lets go of a lock handed to it", needs, a
       await probe.release();
     }
   });
+});
+
+test("RedisLock: a waiter blocked while redis-server restarts still gets the lock afterwards", {
+  skip: skip ?? (server?.own ? undefined : "REDIS_URL names a server the tests may not restart"),
+}, async () => {
+  const clients = await Promise.all(CLIENT_KINDS.map((kind) => connect(kind, server!.url)));
+  try {
+    const name = fresh("restart-waiter");
+    const holder = new RedisLock(clients[0]!.client, name, { ttl: 60_000 });
+    await holder.acquire();
+    const waiters = clients.map((c) => new RedisLock(c.client, name, { ttl: 1000 }));
+    const waiting = waiters.map((w) => w.acquire({ timeout: 20_000 }));
+    await sleep(200);
+    await server!.restart();
+    // The holder's lease went with the data; the waiters take turns.
+    for (let turn = 0; turn < waiters.length; turn++) {
+      const index = await Promise.race(waiting.map((p, i) => p.then(() => i)));
+      waiting[index] = new Promise(() => {});
+      assert.ok(waiters[index]!.locked);
+      await waiters[index]!.release();
+    }
+  } finally {
+    for (const c of clients) await c.close();
+  }
 });

@@ -421,8 +421,14 @@ for (const runtime of RUNTIMES) {
         assert.ok(newToken > oldToken);
         next.send(`write ${store}`);
         await next.line("wrote");
+        const resumed = performance.now();
         process.kill(stopped.pid, "SIGCONT");
         assert.match(await stopped.line(/^lost /, 10_000), /^lost Lost RedisLock/);
+        console.log(
+          `# ${runtime}: signal aborted ${
+            (performance.now() - resumed).toFixed(1)
+          } ms after SIGCONT`,
+        );
         stopped.send(`write ${store}`);
         await stopped.line("refused");
         assert.match(readFileSync(store, "utf8"), new RegExp(`^${newToken} pid ${next.pid}$`));

@@ -83,22 +83,39 @@ const ACQUIRE = PRELUDE + `
 local mode, max, ttl, who, waiter, prefix =
   ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local wakeKey = prefix .. 'wake:' .. waiter
-local function granted(token)
+local function granted(token, alone)
   redis.call('ZADD', owners, int(now + ttl), token)
   redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
-  keepOwners()
+  if alone then
+    redis.call('PEXPIRE', owners, int(ttl))
+    redis.call('PEXPIRE', info, int(ttl))
+  else
+    keepOwners()
+  end
   if ARGV[7] == '1' then
     redis.call('ZREM', waiters, waiter)
     redis.call('DEL', wakeKey)
   end
   return {1, token}
 end
-local dead = redis.call('ZRANGEBYSCORE', owners, '-inf', now)
-for _, token in ipairs(dead) do
-  redis.call('ZREM', owners, token)
-  redis.call('HDEL', info, token)
+-- The leases still running, in the order they end; ended ones go.
+local function running()
+  local all = redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
+  local live = {}
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) <= now then
+      redis.call('ZREM', owners, all[i])
+      redis.call('HDEL', info, all[i])
+    else
+      table.insert(live, all[i])
+      table.insert(live, all[i + 1])
+    end
+  end
+  return live
 end
-if mode ~= 'n' then
+local live = running()
+-- A lock handed over that nobody took (its lease is one of those running).
+if mode ~= 'n' and #live > 0 then
   local baton = prefix .. 'baton'
   local cancelled = false
   for _ = 1, 100 do
@@ -106,7 +123,7 @@ if mode ~= 'n' then
     if not handed then break end
     local token = string.match(handed, '^(%d+)')
     if redis.call('ZSCORE', owners, token) then
-      if mode == 'x' then return granted(token) end
+      if mode == 'x' then return granted(token, false) end
       redis.call('ZREM', owners, token)
       redis.call('HDEL', info, token)
       cancelled = true
@@ -116,9 +133,9 @@ if mode ~= 'n' then
     -- The exclusive waiters that were to take it try again.
     wake(prefix, redis.call('ZRANGEBYSCORE', waiters, now, '+inf'))
     redis.call('DEL', waiters)
+    live = running()
   end
 end
-local live = redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
 local blocker = nil
 if mode == 'x' then
   if #live > 0 then blocker = 1 end
@@ -133,7 +150,7 @@ elseif mode == 's' then
 elseif #live / 2 >= max then
   blocker = 1
 end
-if not blocker then return granted(mint()) end
+if not blocker then return granted(mint(), #live == 0) end
 local left = tonumber(live[blocker + 1]) - now
 if waiter ~= '' then
   -- Registered in the same step as the refusal: a release after this
@@ -170,10 +187,12 @@ local token, prefix, ttl, handOver = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4
 local removed = redis.call('ZREM', owners, token)
 redis.call('HDEL', info, token)
 if removed == 0 then return 0 end
-keepOwners()
+-- (Redis deletes a sorted set or hash with its last member.)
+local free = redis.call('EXISTS', owners) == 0
+if not free then keepOwners() end
 local waiting = redis.call('ZRANGEBYSCORE', waiters, now, '+inf')
 if #waiting == 0 then return 1 end
-if handOver and redis.call('EXISTS', owners) == 0 then
+if handOver and free then
   local others = {}
   local exclusive = false
   for _, waiter in ipairs(waiting) do

@@ -109,11 +109,6 @@ class Pool {
   ): Promise<unknown> {
     const seconds = ((Math.min(ms, 2 ** 31) + 1000) / 1000).toFixed(3);
     const reply = blocker.conn.send("BLPOP", [...keys, seconds]);
-    let answered = false;
-    blocker.busy = reply.then(() => answered = true, () => {
-      answered = true;
-      blocker.broken = true;
-    });
     // Redis answers CLIENT UNBLOCK with 0 when that connection is not
     // blocked: it was lost and made again under another id (some clients
     // then send the BLPOP again, or never fail it). The connection is then
@@ -121,6 +116,14 @@ class Pool {
     // be handed a lock, `late` lets go of it.
     let lost!: (value: null) => void;
     const gone = new Promise<null>((resolve) => lost = resolve);
+    let answered = false;
+    blocker.busy = Promise.race([
+      reply.then(() => answered = true, () => {
+        answered = true;
+        blocker.broken = true;
+      }),
+      gone,
+    ]);
     const unblock = () => {
       this.#base.send("CLIENT", ["UNBLOCK", blocker.id]).then((count) => {
         if (Number(count) !== 0 || answered) return;

@@ -16,8 +16,20 @@ fi
 if ! command -v flock >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing util-linux for flock(1)" >&2
-    apt-get update -qq >&2 && apt-get install -y -qq util-linux >&2
+    apt-get update -qq >&2 && apt_updated=1 && apt-get install -y -qq util-linux >&2
   else
     echo "setup: flock(1) is missing: the tests that use it will be skipped" >&2
+  fi
+fi
+# redis-server for the tests of ./redis (issue 13): Debian's, where it is
+# missing and we are root; otherwise those tests are skipped (or use REDIS_URL).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing redis-server for the Redis tests" >&2
+    # apt-get update once per run: the flock block above may have run it.
+    if [ -z "${apt_updated:-}" ]; then apt-get update -qq >&2; fi
+    apt-get install -y -qq redis-server >&2
+  else
+    echo "setup: redis-server is missing: the Redis tests will be skipped (or set REDIS_URL)" >&2
   fi
 fi

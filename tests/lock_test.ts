@@ -406,14 +406,23 @@ test("Lock in mode a appends, and in mode r+ writes from the start of an existin
     await (await lock.acquire()).write("ONE");
   }
   assert.equal(fs.readFileSync(path, "utf8"), "ONE\ntwo\n");
+  {
+    // Mode "r" needs only read access, as flock(1) with a lock file it may
+    // not write: the lock is the same, and the file is left as it was.
+    await using lock = new Lock(path, { mode: "r" });
+    await lock.acquire();
+    await assert.rejects(new Lock(path, { failWhenLocked: true }).acquire(), AlreadyLocked);
+  }
+  assert.equal(fs.readFileSync(path, "utf8"), "ONE\ntwo\n");
 });
 
 test("Lock failures that are not contention say what happened, with the path", async () => {
   using dir = tempDir();
-  const cases: [string, string, Partial<{ mode: "r+" }>, new (...a: never[]) => Error][] = [
+  const cases: [string, string, Partial<{ mode: "r+" | "r" }>, new (...a: never[]) => Error][] = [
     ["a missing directory", join(dir.path, "missing", "a.lock"), {}, NotFound],
     ["a directory at the path", dir.path, {}, IsADirectory],
     ["a missing file in mode r+", join(dir.path, "absent"), { mode: "r+" }, NotFound],
+    ["a missing file in mode r", join(dir.path, "absent"), { mode: "r" }, NotFound],
   ];
   for (const [what, path, options, Class] of cases) {
     await assert.rejects(new Lock(path, options).acquire(), (e) => {
@@ -443,10 +452,14 @@ test("Lock checks its options, naming the option and the value", async () => {
     [{ checkInterval: 0 }, RangeError, "'checkInterval' must be a number of milliseconds above 0"],
     [{ failWhenLocked: 1 }, TypeError, "'failWhenLocked' must be a boolean, got 1"],
     [{ shared: "yes" }, TypeError, `'shared' must be a boolean, got "yes"`],
-    [{ mode: "x" }, RangeError, `'mode' must be "a", "w" or "r+", got "x"`],
+    [{ mode: "x" }, RangeError, `'mode' must be "a", "w", "r+" or "r", got "x"`],
     [{ signal: {} }, TypeError, "'signal' must be an AbortSignal, got an object"],
-    [{ mode: 1 }, TypeError, `'mode' must be "a", "w" or "r+", got 1`],
-    [{ mode: "w", shared: true }, RangeError, `'mode' must be "a" or "r+" when 'shared' is true`],
+    [{ mode: 1 }, TypeError, `'mode' must be "a", "w", "r+" or "r", got 1`],
+    [
+      { mode: "w", shared: true },
+      RangeError,
+      `'mode' must be "a", "r+" or "r" when 'shared' is true`,
+    ],
   ];
   for (const [options, Error, text] of cases) {
     assert.throws(() => new Lock("/tmp/x.lock", options), (e) => {
@@ -781,7 +794,7 @@ test("Lock names 'mode' for a value that cannot even be turned into a string", (
   const mode = { toString: [] } as unknown as "a";
   assert.throws(() => new Lock("/tmp/never-created.lock", { mode }), (e) => {
     assert.ok(e instanceof TypeError);
-    assert.match(e.message, /'mode' must be "a", "w" or "r\+", got an object/);
+    assert.match(e.message, /'mode' must be "a", "w", "r\+" or "r", got an object/);
     return true;
   });
 });

@@ -1,0 +1,140 @@
+// A throwaway PostgreSQL server for the tests and benchmarks of postgres.ts:
+// initdb in a temporary directory (as the unprivileged user `postgres` when
+// run as root, which PostgreSQL refuses to run as), started on a free
+// loopback port, stopped and removed afterwards. DATABASE_URL points
+// everything at another server instead; without either, pgSkip says why.
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+
+/** A server the tests may use. */
+export interface PgServer extends AsyncDisposable {
+  /** `postgres://user@127.0.0.1:port/db`. */
+  readonly url: string;
+  /** Whether this harness started it (and so may stop and restart it). */
+  readonly own: boolean;
+  /** Stops the server at once (like a crash) and starts it again on the same port. */
+  restart(): void;
+  /** Stops it and removes its directory (nothing for a DATABASE_URL server). */
+  stop(): void;
+}
+
+function binDir(): string | undefined {
+  const base = "/usr/lib/postgresql";
+  if (!existsSync(base)) return undefined;
+  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, "bin", "initdb")))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions.length > 0 ? join(base, versions[0]!, "bin") : undefined;
+}
+
+const BIN = process.env.DATABASE_URL ? undefined : binDir();
+const ROOT = userInfo().uid === 0;
+const HAS_USER = !ROOT ||
+  spawnSync("id", ["-u", "postgres"], { stdio: "ignore" }).status === 0;
+
+/**
+ * Why the PostgreSQL tests cannot run here, or `false` when they can: the
+ * `skip` option of their `describe`.
+ */
+export const pgSkip: string | false = process.env.DATABASE_URL
+  ? false
+  : BIN === undefined
+  ? "no PostgreSQL server: install Debian's postgresql (scripts/setup.sh as root) or set DATABASE_URL"
+  : !HAS_USER
+  ? "no user 'postgres' to run a throwaway PostgreSQL server as"
+  : false;
+
+/** A free TCP port on the loopback interface. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// Runs a server program as the unprivileged user.
+function asUser(program: string, args: string[]): void {
+  const [bin, argv] = ROOT
+    ? ["runuser", ["-u", "postgres", "--", join(BIN!, program), ...args]]
+    : [join(BIN!, program), args];
+  execFileSync(bin, argv, { stdio: ["ignore", "ignore", "pipe"], cwd: tmpdir() });
+}
+
+/** Starts a throwaway server (or wraps DATABASE_URL); check {@link pgSkip} first. */
+export async function startPg(): Promise<PgServer> {
+  const external = process.env.DATABASE_URL;
+  if (external) {
+    return {
+      url: external,
+      own: false,
+      restart() {
+        throw new Error("Cannot restart the server of DATABASE_URL");
+      },
+      stop() {},
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), "filestore-pg-"));
+  const data = join(dir, "data");
+  const log = join(dir, "log");
+  const port = await freePort();
+  if (ROOT) {
+    const { uid, gid } = userIdOf("postgres");
+    chownSync(dir, uid, gid);
+  }
+  chmodSync(dir, 0o700);
+  const startArgs = [
+    "-D",
+    data,
+    "-l",
+    log,
+    "-w",
+    "-o",
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`,
+    "start",
+  ];
+  let running = false;
+  const stop = () => {
+    if (running) {
+      running = false;
+      try {
+        asUser("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+      } catch { /* already gone */ }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    asUser("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+    asUser("pg_ctl", startArgs);
+    running = true;
+  } catch (e) {
+    stop();
+    throw e;
+  }
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    own: true,
+    restart() {
+      asUser("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+      asUser("pg_ctl", startArgs);
+    },
+    stop,
+    [Symbol.asyncDispose]() {
+      stop();
+      return Promise.resolve();
+    },
+  };
+}
+
+function userIdOf(name: string): { uid: number; gid: number } {
+  const uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
+  const gid = Number(execFileSync("id", ["-g", name], { encoding: "utf8" }).trim());
+  return { uid, gid };
+}

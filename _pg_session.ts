@@ -38,6 +38,14 @@ export interface Session {
   query(text: string, params?: unknown[], signal?: AbortSignal): Promise<Row[]>;
   /** Aborts when the session ends without {@link Session.close}. */
   readonly lost: AbortSignal;
+  /**
+   * Calls `onNotify` for each NOTIFY on `channel` (a lowercase SQL
+   * identifier); resolves once listening, to the function that stops it.
+   * `undefined` where the client cannot LISTEN (Bun's SQL).
+   */
+  readonly listen:
+    | ((channel: string, onNotify: () => void) => Promise<() => Promise<void>>)
+    | undefined;
   /** Whether the session is still usable. */
   readonly open: boolean;
   /** Ends the session; never throws. */
@@ -47,6 +55,7 @@ export interface Session {
 // What differs between the clients.
 interface Driver {
   run(text: string, params: unknown[]): { result: Promise<Row[]>; cancel(): void };
+  listen?: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>;
   end(): Promise<void>;
 }
 
@@ -99,6 +108,7 @@ export async function openSession(connect: PgConnect): Promise<Session> {
   return {
     pid,
     lost: controller.signal,
+    listen: driver.listen,
     get open() {
       return !closing && !controller.signal.aborted;
     },
@@ -154,7 +164,18 @@ async function driverOf(
     const unsafe = c.unsafe as (text: string, params: unknown[]) => Promise<Row[]> & {
       cancel(): unknown;
     };
+    // postgres.js listens on a connection of its own; Bun's SQL cannot.
+    const listen = bun || typeof c.listen !== "function" ? undefined : async (
+      channel: string,
+      onNotify: () => void,
+    ) => {
+      const listening = await (c.listen as Fn).call(client, channel, () => onNotify()) as {
+        unlisten(): Promise<void>;
+      };
+      return () => listening.unlisten().catch(() => {});
+    };
     return {
+      ...(listen === undefined ? {} : { listen }),
       run(text, params) {
         const q = unsafe.call(client, text, params);
         return {
@@ -188,6 +209,17 @@ async function driverOf(
     if (c.processID === null || c.processID === undefined) await (c.connect as Fn).call(client);
     const query = c.query as (text: string, params: unknown[]) => Promise<{ rows: Row[] }>;
     return {
+      async listen(channel, onNotify) {
+        const handler = (msg: { channel?: unknown }) => {
+          if (msg.channel === channel) onNotify();
+        };
+        (c.on as Fn).call(client, "notification", handler);
+        await query.call(client, `listen ${channel}`, []);
+        return async () => {
+          (c.removeListener as Fn).call(client, "notification", handler);
+          await query.call(client, `unlisten ${channel}`, []).catch(() => {});
+        };
+      },
       run(text, params) {
         let pid: number | undefined;
         const result = query.call(client, text, params).then((r) => r.rows);

@@ -33,6 +33,14 @@ export {
   type PgLockGrant,
   type PgLockOptions,
 } from "./_pg_lock.ts";
+export {
+  PgClaim,
+  type PgClaimOptions,
+  type PgMessageState,
+  PgQueue,
+  type PgQueueOptions,
+  type PgRecovered,
+} from "./_pg_queue.ts";
 export type { PgClient, PgConnect } from "./_pg_session.ts";
 // The lock errors, for users of this entry point alone.
 export {

@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { runtimeName } from "../_runtime.ts";
 
 /** A server the tests may use. */
 export interface PgServer extends AsyncDisposable {
@@ -137,4 +138,26 @@ function userIdOf(name: string): { uid: number; gid: number } {
   const uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
   const gid = Number(execFileSync("id", ["-g", name], { encoding: "utf8" }).trim());
   return { uid, gid };
+}
+
+/** The clients a test can use on this runtime: postgres.js and pg everywhere, Bun's SQL on Bun. */
+export const CLIENTS: readonly string[] = runtimeName === "bun"
+  ? ["postgresjs", "pg", "bun"]
+  : ["postgresjs", "pg"];
+
+/** A `connect` function for PgLock and PgQueue with the client `kind`. */
+export async function connectorOf(kind: string, url: string): Promise<() => object> {
+  if (kind === "postgresjs") {
+    const { default: postgres } = await import("postgres");
+    return () => postgres(url, { max: 1, onnotice: () => {} });
+  }
+  if (kind === "pg") {
+    const { default: pg } = await import("pg");
+    return () => new pg.Client(url);
+  }
+  if (kind === "bun") {
+    const { SQL } = await import("bun" as string);
+    return () => new SQL(url, { max: 1 });
+  }
+  throw new Error(`unknown client ${kind}`);
 }

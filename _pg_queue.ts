@@ -372,6 +372,17 @@ export class PgQueue implements AsyncDisposable {
   }
 
   /**
+   * Opens the session and creates the table (and its index) if missing, or
+   * migrates it from an older version of the package; every other method
+   * does so on its first call.
+   *
+   * @returns A promise that resolves once the table is ready.
+   */
+  async prepare(): Promise<void> {
+    await this.#open();
+  }
+
+  /**
    * Adds a message; a consumer waiting in `claim()` is woken by NOTIFY.
    *
    * @param body The message.

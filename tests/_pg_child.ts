@@ -6,8 +6,8 @@
 //   prints "counted".
 // - hold NAME [shared]: takes the lock, prints "held TOKEN PID", and "lost"
 //   if its signal aborts; waits until killed.
-// - consume QUEUE: claims messages, prints "got ID", and marks each done
-//   after a short pause; ends after "idle" (a claim that waited 1 s in vain).
+// - consume QUEUE [PAUSE]: claims messages, prints "got ID DELIVERIES", and
+//   marks each done after PAUSE ms (2); ends after "idle" (a claim that waited 1 s in vain).
 import process from "node:process";
 import { PgLock, PgQueue } from "../postgres.ts";
 import { connectorOf } from "./_pg.ts";
@@ -38,14 +38,14 @@ if (command === "count") {
   console.log(`held ${grant.token} ${grant.backendPid}`);
   keepAlive();
 } else if (command === "consume") {
-  const [table] = args;
+  const [table, pause = "2"] = args;
   const queue = new PgQueue(connect, table!);
   try {
     for (;;) {
       const claim = await queue.claim({ wait: 1000 });
       if (claim === null) break;
       console.log(`got ${claim.id} ${claim.deliveries}`);
-      await new Promise((resolve) => setTimeout(resolve, 2));
+      await new Promise((resolve) => setTimeout(resolve, Number(pause)));
       await claim.done();
     }
     console.log("idle");

@@ -343,6 +343,11 @@ export async function ensureSequence(session: Session, sequence: string): Promis
 
 const RELEASED = "the lock was released";
 
+// The name of the server-session setting that marks `key` as held.
+function markerOf(key: bigint): string {
+  return `filestore.lock_${BigInt.asUintN(64, key).toString(16)}`;
+}
+
 /**
  * A lock across hosts: a PostgreSQL session-level advisory lock, held on a
  * session of its own for exactly as long as that session lives. There is
@@ -481,15 +486,23 @@ export class PgLock implements AsyncDisposable {
     const session = await this.#open();
     const shared = this.#shared ? "_shared" : "";
     const tryOnly = rules.failWhenLocked || rules.timeout === 0;
+    // A marker in the server session (a setting named for the key) tells
+    // whether that server session holds this lock for somebody else
+    // already: then a pooler in transaction mode shares it among clients.
+    const marker = markerOf(key);
     if (tryOnly) {
       const [row] = await this.#run(
         session,
-        `select l.held, case when l.held then nextval($2::regclass)::text end as token,
-           pg_backend_pid()::int4 as pid
-         from (select pg_try_advisory_lock${shared}($1::bigint) as held offset 0) as l`,
-        [`${key}`, this.#sequence],
+        `select l.held, l.dup, pg_backend_pid()::int4 as pid,
+           case when l.held then nextval($2::regclass)::text end as token,
+           case when l.held and not l.dup then set_config($3, 'held', false) end as marked
+         from (select pg_try_advisory_lock${shared}($1::bigint) as held, g.dup
+               from (select coalesce(current_setting($3, true), '') <> '' as dup offset 0) as g
+               offset 0) as l`,
+        [`${key}`, this.#sequence, marker],
       );
       if (row?.held !== true) throw this.#refusal(await this.#holders(session, key));
+      if (row.dup === true) throw await this.#pooled(session, key);
       return this.#grant(session, row);
     }
     // The server ends a finite wait (lock_timeout, set in the same
@@ -498,29 +511,33 @@ export class PgLock implements AsyncDisposable {
     const serverTimeout = rules.timeout <= MAX_TIMER ? `${Math.ceil(rules.timeout)}` : "0";
     const limit = deadline(serverTimeout === "0" ? rules.timeout : Infinity, rules.signal);
     const setTimeoutSql = serverTimeout === this.#lockTimeout
-      ? "select 1"
-      : "select set_config('lock_timeout', $3, false)";
-    const params = [`${key}`, this.#sequence];
+      ? "1"
+      : "set_config('lock_timeout', $4, false)";
+    const params = [`${key}`, this.#sequence, marker];
     if (serverTimeout !== this.#lockTimeout) params.push(serverTimeout);
     const start = performance.now();
     try {
       const [row] = await this.#run(
         session,
-        `select nextval($2::regclass)::text as token, pg_backend_pid()::int4 as pid
-         from (select pg_advisory_lock${shared}($1::bigint)
-               from (${setTimeoutSql} offset 0) as t offset 0) as l`,
+        `select nextval($2::regclass)::text as token, pg_backend_pid()::int4 as pid, l.dup,
+           case when not l.dup then set_config($3, 'held', false) end as marked
+         from (select pg_advisory_lock${shared}($1::bigint), g.dup
+               from (select coalesce(current_setting($3, true), '') <> '' as dup,
+                       ${setTimeoutSql} as t offset 0) as g offset 0) as l`,
         params,
         limit.signal,
       );
       this.#lockTimeout = serverTimeout;
       if (limit.signal?.aborted) {
         // Granted just before the cancel arrived: give it back.
-        await this.#unlock(session, key);
+        await this.#unlock(session, key, row?.dup !== true);
         throw limit.timedOut ? this.#refusal([], rules.timeout) : limit.signal.reason;
       }
+      if (row?.dup === true) throw await this.#pooled(session, key);
       return this.#grant(session, row!);
     } catch (e) {
-      this.#lockTimeout = serverTimeout;
+      // A failed statement's set_config() is rolled back with it: the
+      // session keeps the lock_timeout it had, and #lockTimeout is right.
       const state = sqlState(e);
       if (state === "55P03") {
         const waited = Math.round(performance.now() - start);
@@ -618,15 +635,31 @@ export class PgLock implements AsyncDisposable {
     }
   }
 
-  async #unlock(session: Session, key: bigint): Promise<boolean> {
+  // The server session held the lock before this client took it: gives
+  // back this client's share, leaves the session, and says why.
+  async #pooled(session: Session, key: bigint): Promise<LockException> {
+    try {
+      await this.#unlock(session, key, false);
+    } finally {
+      if (this.#session === session) this.#session = undefined;
+      await session.close();
+    }
+    return new LockException(
+      `Cannot lock '${this.#label}' on PostgreSQL: the server session already holds it for another client, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode`,
+    );
+  }
+
+  async #unlock(session: Session, key: bigint, clear = true): Promise<boolean> {
     const shared = this.#shared ? "_shared" : "";
     // A cancel meant for the lock statement may still arrive and cancel
     // this one: try again then.
     for (let attempt = 0;; attempt++) {
       try {
         const [row] = await session.query(
-          `select pg_advisory_unlock${shared}($1::bigint) as released`,
-          [`${key}`],
+          clear
+            ? `select pg_advisory_unlock${shared}($1::bigint) as released, set_config($2, '', false)`
+            : `select pg_advisory_unlock${shared}($1::bigint) as released`,
+          clear ? [`${key}`, markerOf(key)] : [`${key}`],
         );
         return row?.released === true;
       } catch (e) {

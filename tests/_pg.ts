@@ -4,7 +4,16 @@
 // loopback port, stopped and removed afterwards. DATABASE_URL points
 // everything at another server instead; without either, pgSkip says why.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
@@ -17,6 +26,8 @@ export interface PgServer extends AsyncDisposable {
   readonly url: string;
   /** Whether this harness started it (and so may stop and restart it). */
   readonly own: boolean;
+  /** Its port, when this harness started it. */
+  readonly port?: number;
   /** Stops the server at once (like a crash) and starts it again on the same port. */
   restart(): void;
   /** Stops it and removes its directory (nothing for a DATABASE_URL server). */
@@ -82,7 +93,9 @@ export async function startPg(): Promise<PgServer> {
       [Symbol.asyncDispose]: () => Promise.resolve(),
     };
   }
+  removeAbandoned();
   const dir = mkdtempSync(join(tmpdir(), "filestore-pg-"));
+  writeFileSync(join(dir, "owner"), `${process.pid}`);
   const data = join(dir, "data");
   const log = join(dir, "log");
   const port = await freePort();
@@ -122,6 +135,7 @@ export async function startPg(): Promise<PgServer> {
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     own: true,
+    port,
     restart() {
       asUser("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
       asUser("pg_ctl", startArgs);
@@ -132,6 +146,29 @@ export async function startPg(): Promise<PgServer> {
       return Promise.resolve();
     },
   };
+}
+
+// Stops and removes the servers of test processes that were killed before
+// they could stop them (their "owner" pid is gone).
+function removeAbandoned(): void {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith("filestore-pg-")) continue;
+    const dir = join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(dir, "owner"), "utf8"));
+    } catch {
+      continue;
+    }
+    try {
+      process.kill(owner, 0);
+      continue;
+    } catch { /* gone */ }
+    try {
+      asUser("pg_ctl", ["-D", join(dir, "data"), "-m", "immediate", "-w", "stop"]);
+    } catch { /* not running */ }
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function userIdOf(name: string): { uid: number; gid: number } {
@@ -160,4 +197,64 @@ export async function connectorOf(kind: string, url: string): Promise<() => obje
     return () => new SQL(url, { max: 1 });
   }
   throw new Error(`unknown client ${kind}`);
+}
+
+const PGBOUNCER = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].find((p) => existsSync(p));
+
+/** Why a PgBouncer test cannot run here, or `false`. */
+export const bouncerSkip: string | false = pgSkip
+  ? pgSkip
+  : process.env.DATABASE_URL
+  ? "DATABASE_URL: no PgBouncer is started in front of another server"
+  : PGBOUNCER === undefined
+  ? "no pgbouncer: install Debian's pgbouncer (scripts/setup.sh as root)"
+  : false;
+
+/** A PgBouncer in transaction mode in front of `server`, on a free port; check {@link bouncerSkip}. */
+export async function startBouncer(
+  server: PgServer,
+): Promise<{ url: string; stop(): void }> {
+  const dir = mkdtempSync(join(tmpdir(), "filestore-pgbouncer-"));
+  const port = await freePort();
+  writeFileSync(join(dir, "users.txt"), '"postgres" ""\n');
+  writeFileSync(
+    join(dir, "pgbouncer.ini"),
+    [
+      "[databases]",
+      `postgres = host=127.0.0.1 port=${server.port} dbname=postgres user=postgres`,
+      "[pgbouncer]",
+      "listen_addr = 127.0.0.1",
+      `listen_port = ${port}`,
+      "unix_socket_dir =",
+      "auth_type = trust",
+      `auth_file = ${join(dir, "users.txt")}`,
+      "pool_mode = transaction",
+      "default_pool_size = 1",
+      `logfile = ${join(dir, "log")}`,
+      `pidfile = ${join(dir, "pid")}`,
+      "",
+    ].join("\n"),
+  );
+  if (ROOT) {
+    const { uid, gid } = userIdOf("postgres");
+    chownSync(dir, uid, gid);
+    for (const f of ["users.txt", "pgbouncer.ini"]) chownSync(join(dir, f), uid, gid);
+  }
+  const [bin, argv] = ROOT
+    ? ["runuser", ["-u", "postgres", "--", PGBOUNCER!, "-d", join(dir, "pgbouncer.ini")]]
+    : [PGBOUNCER!, ["-d", join(dir, "pgbouncer.ini")]];
+  execFileSync(bin, argv, { stdio: ["ignore", "ignore", "pipe"], cwd: tmpdir() });
+  // -d returns once it forked; wait for the pid file and the port.
+  for (let i = 0; i < 500 && !existsSync(join(dir, "pid")); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop() {
+      try {
+        process.kill(Number(readFileSync(join(dir, "pid"), "utf8")), "SIGTERM");
+      } catch { /* gone */ }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -5,7 +5,15 @@ import process from "node:process";
 import { after, before, describe, test } from "node:test";
 import { AlreadyLocked, LockException, PgAlreadyLocked, PgLock } from "../postgres.ts";
 import { openSession } from "../_pg_session.ts";
-import { CLIENTS, connectorOf, type PgServer, pgSkip, startPg } from "./_pg.ts";
+import {
+  bouncerSkip,
+  CLIENTS,
+  connectorOf,
+  type PgServer,
+  pgSkip,
+  startBouncer,
+  startPg,
+} from "./_pg.ts";
 import { type Runtime, sleep, start } from "./_util.ts";
 
 let server: PgServer;
@@ -94,6 +102,8 @@ describe("PgLock", { skip: pgSkip }, () => {
         const timedOut = await b.acquire({ timeout: 100 }).catch((e) => e);
         assert.ok(timedOut instanceof PgAlreadyLocked, String(timedOut));
         assert.match(timedOut.message, /gave up after/);
+        // The same timeout again: the server still ends the wait.
+        await assert.rejects(b.acquire({ timeout: 100 }), PgAlreadyLocked);
         assert.equal(b.locked, false);
         const waiting = b.acquire();
         await a.release();
@@ -165,6 +175,28 @@ describe("PgLock", { skip: pgSkip }, () => {
       });
     });
   }
+
+  test("through PgBouncer in transaction mode, a second holder is refused with a clear error", {
+    skip: bouncerSkip,
+  }, async () => {
+    const bouncer = await startBouncer(server);
+    try {
+      for (const kind of ["postgresjs", "pg"]) {
+        const connect = await connectorOf(kind, bouncer.url);
+        await using first = new PgLock(connect, `bouncer-${kind}`);
+        await using second = new PgLock(connect, `bouncer-${kind}`);
+        await using third = new PgLock(connect, `bouncer-${kind}`);
+        await first.acquire({ timeout: 0 });
+        // Without the check, both would hold it too (one server session).
+        await assert.rejects(second.acquire({ timeout: 0 }), /pooler in transaction/);
+        await assert.rejects(third.acquire({ timeout: 1000 }), /pooler in transaction/);
+        assert.equal(second.locked, false);
+        assert.equal(third.locked, false);
+      }
+    } finally {
+      bouncer.stop();
+    }
+  });
 
   test("a SIGKILLed holder in another process: the waiter takes the lock", async () => {
     const holder = start("node", "tests/_pg_child.ts", ["pg", server.url, "hold", "killed"]);

@@ -93,7 +93,16 @@ describe("PgQueue", { skip: pgSkip }, () => {
           assert.equal(claim.deliveries, delivery);
           assert.deepEqual(await other.recover(), { requeued: [], failed: [] });
           await consumer.close(); // as if it died
-          const recovered = await other.recover();
+          // The server drops the closed session's locks a few ms later.
+          let recovered = await other.recover();
+          for (
+            let i = 0;
+            i < 500 && recovered.requeued.length + recovered.failed.length === 0;
+            i++
+          ) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+            recovered = await other.recover();
+          }
           assert.deepEqual(
             recovered,
             delivery === 1 ? { requeued: [id], failed: [] } : {

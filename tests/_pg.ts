@@ -71,10 +71,14 @@ export function freePort(): Promise<number> {
   });
 }
 
+// runuser is in /usr/sbin, which a minimal PATH (CI: /usr/bin:/bin) leaves out.
+const RUNUSER = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser"]
+  .find((p) => existsSync(p)) ?? "runuser";
+
 // Runs a server program as the unprivileged user.
 function asUser(program: string, args: string[]): void {
   const [bin, argv] = ROOT
-    ? ["runuser", ["-u", "postgres", "--", join(BIN!, program), ...args]]
+    ? [RUNUSER, ["-u", "postgres", "--", join(BIN!, program), ...args]]
     : [join(BIN!, program), args];
   execFileSync(bin, argv, { stdio: ["ignore", "ignore", "pipe"], cwd: tmpdir() });
 }
@@ -125,7 +129,18 @@ export async function startPg(): Promise<PgServer> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    asUser("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+    asUser("initdb", [
+      "-D",
+      data,
+      "-U",
+      "postgres",
+      "-A",
+      "trust",
+      "--no-sync",
+      "-E",
+      "UTF8",
+      "--locale=C",
+    ]);
     asUser("pg_ctl", startArgs);
     running = true;
   } catch (e) {
@@ -241,7 +256,7 @@ export async function startBouncer(
     for (const f of ["users.txt", "pgbouncer.ini"]) chownSync(join(dir, f), uid, gid);
   }
   const [bin, argv] = ROOT
-    ? ["runuser", ["-u", "postgres", "--", PGBOUNCER!, "-d", join(dir, "pgbouncer.ini")]]
+    ? [RUNUSER, ["-u", "postgres", "--", PGBOUNCER!, "-d", join(dir, "pgbouncer.ini")]]
     : [PGBOUNCER!, ["-d", join(dir, "pgbouncer.ini")]];
   execFileSync(bin, argv, { stdio: ["ignore", "ignore", "pipe"], cwd: tmpdir() });
   // -d returns once it forked; wait for the pid file and the port.

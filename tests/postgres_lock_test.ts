@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import process from "node:process";
 import { after, before, describe, test } from "node:test";
-import { AlreadyLocked, LockException, PgAlreadyLocked, PgLock } from "../postgres.ts";
+import { AlreadyLocked, keyOf, LockException, PgAlreadyLocked, PgLock } from "../postgres.ts";
 import { openSession } from "../_pg_session.ts";
 import {
   bouncerSkip,
@@ -74,6 +74,27 @@ else {describe("PgLock", () => {
       const lock = new PgLock(never, "a");
       await assert.rejects(lock.acquire({ timeout: -5 }), RangeError);
       await assert.rejects(lock.acquire({ failWhenLocked: "yes" as never }), TypeError);
+    });
+
+    test("a name's key is the one keyOf() documents in SQL, and a bigint name is its own key", async () => {
+      const connect = await connectorOf("postgresjs", server.url);
+      const holder = await openSession(connect);
+      try {
+        const [row] = await holder.query(
+          "select pg_advisory_lock(k), k::text as key from (select ('x' || left(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 16))::bit(64)::bigint as k) as s",
+          ["nightly-é"],
+        );
+        assert.equal(BigInt(String(row!.key)), await keyOf("nightly-é"));
+        await using byName = new PgLock(connect, "nightly-é");
+        const refused = await byName.acquire({ timeout: 0 }).catch((e) => e);
+        assert.ok(refused instanceof PgAlreadyLocked);
+        assert.equal(refused.pid, holder.pid);
+        await holder.query("select pg_advisory_lock(-42::bigint)");
+        await using byKey = new PgLock(connect, -42n);
+        await assert.rejects(byKey.acquire({ timeout: 0 }), PgAlreadyLocked);
+      } finally {
+        await holder.close();
+      }
     });
 
     test("a pool of more than one connection is refused", async () => {

@@ -127,13 +127,17 @@ console.log(`PostgreSQL bench, client ${kind}, runtime ${runtimeName}, ${rounds}
   );
 }
 
-// 4. Queue rate: 4 consumers in this process drain 2,000 messages.
+// 4. Queue rate: 4 consumers in this process drain 2,000 messages (claim
+// + done, one at a time), then pg-boss's fetch + complete the same way on
+// the same server, where pg-boss is installed (a devDependency; Node 22+).
 {
+  const n = 2000;
+  const workers = 4;
   const name = "bench_rate";
   const producer = new PgQueue(connect, name);
-  for (let i = 0; i < 2000; i++) await producer.put(`m${i}`);
-  const consumers = Array.from({ length: 4 }, () => new PgQueue(connect, name));
-  const t = performance.now();
+  for (let i = 0; i < n; i++) await producer.put(`m${i}`);
+  const consumers = Array.from({ length: workers }, () => new PgQueue(connect, name));
+  let t = performance.now();
   let done = 0;
   await Promise.all(consumers.map(async (q) => {
     for (;;) {
@@ -143,7 +147,33 @@ console.log(`PostgreSQL bench, client ${kind}, runtime ${runtimeName}, ${rounds}
       done++;
     }
   }));
-  const seconds = (performance.now() - t) / 1000;
-  console.log(`queue: ${done} messages by 4 consumers, ${Math.round(done / seconds)} per second`);
+  const ours = done / ((performance.now() - t) / 1000);
   await Promise.all([producer, ...consumers].map((q) => q.close()));
+  let line = `queue: ${done} messages by ${workers} consumers, ${Math.round(ours)} per second`;
+  try {
+    const { PgBoss } = await import("pg-boss" as string);
+    const boss = new PgBoss({ connectionString: server.url, max: workers + 2 });
+    boss.on("error", () => {});
+    await boss.start();
+    await boss.createQueue("bench_rate");
+    await boss.insert("bench_rate", Array.from({ length: n }, (_, i) => ({ data: { m: i } })));
+    t = performance.now();
+    let theirs = 0;
+    await Promise.all(Array.from({ length: workers }, async () => {
+      for (;;) {
+        const jobs = await boss.fetch("bench_rate", { batchSize: 1 });
+        if (jobs.length === 0) return;
+        await boss.complete("bench_rate", jobs[0].id);
+        theirs++;
+      }
+    }));
+    const rate = theirs / ((performance.now() - t) / 1000);
+    await boss.stop({ graceful: false, wait: true });
+    line += `; pg-boss fetch+complete: ${theirs} messages, ${Math.round(rate)} per second; ratio ${
+      (ours / rate).toFixed(2)
+    }x`;
+  } catch (e) {
+    line += `; pg-boss not measured (${(e as Error).message.split("\n")[0]})`;
+  }
+  console.log(line);
 }

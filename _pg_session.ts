@@ -71,6 +71,13 @@ export function sqlState(e: unknown): string | undefined {
 
 const WHAT = "open a PostgreSQL session";
 
+// Errors after which the server has ended the session: connection
+// exceptions (08) and operator interventions that terminate (57P01-57P05).
+function endsSession(e: unknown): boolean {
+  const state = sqlState(e);
+  return state !== undefined && (state.startsWith("08") || /^57P0[1-5]$/.test(state));
+}
+
 type Fn = (...args: unknown[]) => unknown;
 type Loose = Record<string, unknown>;
 
@@ -115,7 +122,13 @@ export async function openSession(connect: PgConnect): Promise<Session> {
     query(text, params = [], signal) {
       if (closing) return Promise.reject(new Error("Cannot query: the session is closed"));
       if (controller.signal.aborted) return Promise.reject(controller.signal.reason);
-      const { result, cancel } = driver.run(text, params);
+      const run = driver.run(text, params);
+      const { cancel } = run;
+      // The server's answer may arrive before the client's close event.
+      const result = run.result.catch((e) => {
+        if (endsSession(e)) onLost(e);
+        throw e;
+      });
       if (signal === undefined) return result;
       const onAbort = () => cancel();
       if (signal.aborted) onAbort();
@@ -177,6 +190,10 @@ async function driverOf(
     return {
       ...(listen === undefined ? {} : { listen }),
       run(text, params) {
+        // Not prepared (postgres.js's default for unsafe()): a prepared
+        // statement belongs to one server session, which a pooler in
+        // transaction mode does not keep; PgLock must still run there to
+        // tell the user so.
         const q = unsafe.call(client, text, params);
         return {
           result: Promise.resolve(q).then((rows) => Array.from(rows)),

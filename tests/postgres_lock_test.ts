@@ -183,6 +183,29 @@ else {describe("PgLock", () => {
           await assert.rejects(r1.acquire({ timeout: 0 }), PgAlreadyLocked);
         });
 
+        test("a session lost while waiting: the acquire rejects with LockException", async () => {
+          const connect = await connectorOf(kind, server.url);
+          await using holder = new PgLock(connect, `lost-wait-${kind}`);
+          await using waiter = new PgLock(connect, `lost-wait-${kind}`);
+          const held = await holder.acquire();
+          const waiting = waiter.acquire().catch((e) => e);
+          let pid: unknown;
+          for (let i = 0; i < 500 && pid === undefined; i++) {
+            const [row] = await admin(
+              "select pid from pg_stat_activity where wait_event_type = 'Lock' and wait_event = 'advisory' and pid <> $1::int4",
+              [held.backendPid],
+            );
+            pid = row?.pid;
+            if (pid === undefined) await sleep(10);
+          }
+          await admin("select pg_terminate_backend($1::int4)", [pid]);
+          const error = await waiting;
+          assert.ok(error instanceof LockException, String(error));
+          assert.match(error.message, /session was lost/);
+          assert.equal(waiter.locked, false);
+          assert.ok(holder.locked);
+        });
+
         test("pg_terminate_backend: the signal aborts, release says so, the process lives on", async () => {
           const connect = await connectorOf(kind, server.url);
           await using lock = new PgLock(connect, `terminate-${kind}`);

@@ -2,10 +2,10 @@
 // claimed message carries a session advisory lock of its consumer's
 // session, so that recover() hands back exactly the messages whose
 // consumer is gone (the lock is free), and never a live one's.
-import { checkFunction, checkNumber, checkOptions, invalid } from "./_check.ts";
+import { checkFunction, checkNumber, checkOptions, checkSignal, invalid } from "./_check.ts";
 import { applyKeepalive, checkIdentifier, keepaliveOf, type PgKeepalive } from "./_pg_lock.ts";
 import { openSession, type PgConnect, type Session } from "./_pg_session.ts";
-import { deadline } from "./_wait.ts";
+import { deadline, MAX_TIMER } from "./_wait.ts";
 import { LockException } from "./errors.ts";
 
 /** Options of {@link PgQueue}. */
@@ -432,16 +432,15 @@ export class PgQueue implements AsyncDisposable {
       );
     }
     const limit = deadline(wait, o.signal);
+    let wake: (() => void) | undefined;
     try {
       for (;;) {
         let woken: Promise<void> | undefined;
         if (wait > 0) {
+          if (wake !== undefined) this.#wakers.delete(wake);
           woken = new Promise<void>((resolve) => {
-            const wake = () => {
-              this.#wakers.delete(wake);
-              resolve();
-            };
-            this.#wakers.add(wake);
+            wake = resolve;
+            this.#wakers.add(resolve);
           });
           await this.#listen(session);
         }
@@ -457,16 +456,55 @@ export class PgQueue implements AsyncDisposable {
           stop.addEventListener("abort", () => resolve(), { once: true });
           void woken!.then(resolve);
         });
+        if (o.signal?.aborted) return null;
+        // The wait ran out: one last look.
         if (stop.aborted) return await this.#take(session);
       }
     } finally {
+      if (wake !== undefined) this.#wakers.delete(wake);
       limit[Symbol.dispose]();
+    }
+  }
+
+  /**
+   * Claims messages as they come, for as long as the caller iterates: each
+   * one is claimed only when the loop asks for the next, after waiting for
+   * a `put()`'s NOTIFY when none is ready (postgres.js and pg; not Bun's
+   * SQL). Finish each claim (`done()` or `release()`) in the loop body.
+   *
+   * @param options `signal` ends the iteration when it aborts.
+   * @returns The claims, one at a time.
+   * @throws {TypeError} `signal` is not an AbortSignal, or the client is Bun's SQL (on the first `next()`).
+   *
+   * @example Usage
+   * ```ts ignore
+   * // Needs a PostgreSQL server (DATABASE_URL): not run by deno test --doc here.
+   * import { PgQueue } from "@filestore/filestore/postgres";
+   * import postgres from "postgres";
+   *
+   * await using queue = new PgQueue(() => postgres(process.env.DATABASE_URL!, { max: 1 }), "jobs");
+   * const stop = AbortSignal.timeout(60_000);
+   * for await (const claim of queue.watch({ signal: stop })) {
+   *   await using held = claim; // given back if the body throws
+   *   console.log(held.body);
+   *   await held.done();
+   * }
+   * ```
+   */
+  async *watch(options?: { signal?: AbortSignal }): AsyncGenerator<PgClaim, void, undefined> {
+    const o = checkOptions(options, "watch a queue") ?? {};
+    const signal = checkSignal(o.signal, "watch a queue");
+    while (!signal?.aborted) {
+      const claim = await this.claim(
+        signal === undefined ? { wait: MAX_TIMER } : { wait: MAX_TIMER, signal },
+      );
+      if (claim !== null) yield claim;
     }
   }
 
   async #listen(session: Session): Promise<void> {
     this.#unlisten ??= session.listen!(this.#channel, () => {
-      for (const wake of [...this.#wakers]) wake();
+      for (const wake of this.#wakers) wake();
     });
     await this.#unlisten;
   }

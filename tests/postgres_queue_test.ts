@@ -47,6 +47,7 @@ else {describe("PgQueue", () => {
       await assert.rejects(queue.put(42 as never), TypeError);
       await assert.rejects(queue.claim({ wait: -1 }), RangeError);
       await assert.rejects(queue.list("done" as never), RangeError);
+      await assert.rejects(queue.watch({ signal: 1 as never }).next(), TypeError);
     });
 
     for (const kind of CLIENTS) {
@@ -157,6 +158,29 @@ else {describe("PgQueue", () => {
             const given = consumer.claim({ wait: 60_000, signal: controller.signal });
             controller.abort();
             assert.equal(await given, null);
+          },
+        );
+
+        test(
+          "watch() hands out claims as messages come, until its signal aborts",
+          { skip: kind === "bun" ? "Bun's SQL client cannot LISTEN" : false },
+          async () => {
+            const connect = await connectorOf(kind, server.url);
+            const name = table();
+            await using consumer = new PgQueue(connect, name);
+            await using producer = new PgQueue(connect, name);
+            await producer.put("a");
+            await producer.put("b");
+            const controller = new AbortController();
+            const seen: string[] = [];
+            for await (const claim of consumer.watch({ signal: controller.signal })) {
+              seen.push(claim.body);
+              await claim.done();
+              if (seen.length === 2) setTimeout(() => void producer.put("c"), 20);
+              if (seen.length === 3) controller.abort();
+            }
+            assert.deepEqual(seen, ["a", "b", "c"]);
+            assert.deepEqual(await producer.list(), []);
           },
         );
       });

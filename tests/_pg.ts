@@ -228,7 +228,7 @@ export const bouncerSkip: string | false = pgSkip
 /** A PgBouncer in transaction mode in front of `server`, on a free port; check {@link bouncerSkip}. */
 export async function startBouncer(
   server: PgServer,
-): Promise<{ url: string; stop(): void }> {
+): Promise<{ url: string; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "filestore-pgbouncer-"));
   const port = await freePort();
   writeFileSync(join(dir, "users.txt"), '"postgres" ""\n');
@@ -265,11 +265,17 @@ export async function startBouncer(
   }
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-    stop() {
+    async stop() {
       try {
-        process.kill(Number(readFileSync(join(dir, "pid"), "utf8")), "SIGTERM");
+        const pid = Number(readFileSync(join(dir, "pid"), "utf8"));
+        process.kill(pid, "SIGTERM");
+        // Removed only once it is gone: it writes its log until it exits.
+        for (let i = 0; i < 500; i++) {
+          process.kill(pid, 0);
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
       } catch { /* gone */ }
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

@@ -240,7 +240,7 @@ else {describe("PgLock", () => {
           assert.equal(third.locked, false);
         }
       } finally {
-        bouncer.stop();
+        await bouncer.stop();
       }
     });
 

@@ -33,3 +33,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "setup: redis-server is missing: the Redis tests will be skipped (or set REDIS_URL)" >&2
   fi
 fi
+# --- postgres.ts (issue 18): a PostgreSQL server (and PgBouncer) for
+# tests/postgres_*_test.ts, which start throwaway ones of their own as the
+# user postgres.
+has_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
+if { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! has_pgbouncer; } \
+  && [ -z "${DATABASE_URL:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's postgresql and pgbouncer for the PostgreSQL tests" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql pgbouncer >&2 \
+      || echo "setup: postgresql could not be installed: the PostgreSQL tests will be skipped" >&2
+  else
+    echo "setup: PostgreSQL or PgBouncer is missing (not root to install them, no DATABASE_URL): their tests will be skipped" >&2
+  fi
+fi
+# --- end postgres.ts

@@ -145,6 +145,17 @@ export function toBytes(data: unknown, what: string): Uint8Array {
   throw invalid(TypeError, what, "data", "a string or a Uint8Array", data);
 }
 
+/** The chunks one after another, in one array. */
+export function joinBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(chunks.reduce((size, c) => size + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
+}
+
 /** `bytes` random bytes as lowercase hex: the random part of a temporary name. */
 export function randomHex(bytes: number): string {
   let hex = "";

@@ -1,7 +1,7 @@
 // The handle of a claimed file: it holds the file's flock from before the
 // file left `new` until the consumer is done with it or releases it, so
 // that "is anybody still working on this?" has an exact answer (recover()).
-import { checkOptions, invalid } from "./_check.ts";
+import { checkOptions, invalid, joinBytes } from "./_check.ts";
 import { checkName } from "./_names.ts";
 import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
@@ -181,13 +181,7 @@ export class Claim implements AsyncDisposable, Disposable {
       chunks.push(chunk.subarray(0, n));
       size += n;
     }
-    const all = new Uint8Array(size);
-    let at = 0;
-    for (const c of chunks) {
-      all.set(c, at);
-      at += c.length;
-    }
-    return all;
+    return joinBytes(chunks);
   }
 
   /**

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
+import { joinBytes } from "./_check.ts";
 import { runCommand, signalStatus } from "./_cli_run.ts";
 import type { Claim } from "./_claim.ts";
 import { type Area, FileStore } from "./filestore.ts";
@@ -259,16 +260,6 @@ function help(command: string): number {
 
 async function readAll(): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of process.stdin) {
-    chunks.push(chunk as Uint8Array);
-    size += (chunk as Uint8Array).length;
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, at);
-    at += chunk.length;
-  }
-  return all;
+  for await (const chunk of process.stdin) chunks.push(chunk as Uint8Array);
+  return joinBytes(chunks);
 }

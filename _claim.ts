@@ -1,7 +1,7 @@
 // The handle of a claimed file: it holds the file's flock from before the
 // file left `new` until the consumer is done with it or releases it, so
 // that "is anybody still working on this?" has an exact answer (recover()).
-import { checkOptions, invalid, joinBytes } from "./_check.ts";
+import { checkBoolean, checkOptions, invalid, joinBytes } from "./_check.ts";
 import { checkName } from "./_names.ts";
 import { closeQuietly, type RawFile, rt } from "./_runtime.ts";
 import { run, runSync, step, type Steps } from "./_steps.ts";
@@ -18,6 +18,20 @@ export interface DoneOptions {
   moveTo?: string;
 }
 
+/** Options of {@link Claim.prototype.release}. */
+export interface ReleaseOptions {
+  /**
+   * Count this delivery as a failed one: the file goes back under its next
+   * retry name (`NAME.retryN`), so that the next consumer's `deliveries`
+   * is one more, as after a consumer that died. A consumer can then give
+   * up on a message that fails every time (move it away with
+   * `done({ moveTo })` once `deliveries` is high enough).
+   *
+   * @default {false}
+   */
+  retry?: boolean;
+}
+
 // What the store tells a claim it hands out; Claim's constructor is closed.
 interface Grant {
   raw: RawFile;
@@ -32,6 +46,9 @@ let pending: Grant | undefined;
 // descriptor is closed then, the lock goes, and recover() hands the file
 // out again, as if its consumer had died.
 const dropped = new FinalizationRegistry<RawFile>((raw) => closeQuietly(raw));
+
+// Set by Claim's static block: the command line's way to its descriptor.
+let fileOfClaim: (claim: Claim) => RawFile;
 
 /**
  * A file claimed from a {@link FileStore}'s `new`, held for its consumer:
@@ -244,28 +261,35 @@ export class Claim implements AsyncDisposable, Disposable {
    * `AlreadyExists`, and the file stays in `cur`, unlocked, for
    * `recover()`. The claim is given up either way.
    *
+   * @param options `retry: true` counts the delivery (see {@link ReleaseOptions}).
    * @returns The file's path in `new`.
    * @throws {TypeError} The claim is already finished.
    * @throws {AlreadyExists} A file of the same name is in `new`.
    */
-  release(): Promise<string> {
-    return run(this.#release());
+  release(options?: ReleaseOptions): Promise<string> {
+    return run(this.#release(options));
   }
 
   /**
    * Gives the file back to `new`, synchronously; see
    * {@link Claim.prototype.release}.
    *
+   * @param options `retry: true` counts the delivery (see {@link ReleaseOptions}).
    * @returns The file's path in `new`.
    * @throws {TypeError} The claim is already finished.
    */
-  releaseSync(): string {
-    return runSync(this.#release());
+  releaseSync(options?: ReleaseOptions): string {
+    return runSync(this.#release(options));
   }
 
-  *#release(): Steps<string> {
+  *#release(options: ReleaseOptions | undefined): Steps<string> {
+    const retry = checkBoolean(
+      checkOptions(options, "release a claim")?.retry,
+      "release a claim",
+      "retry",
+    );
     this.#held();
-    let target = `${this.#store}/new/${this.#name}`;
+    let target = `${this.#store}/new/${retry ? retried(this.#name) : this.#name}`;
     try {
       try {
         yield* moveNoReplace(this.path, target);
@@ -273,7 +297,7 @@ export class Claim implements AsyncDisposable, Disposable {
         // Another file of the same name arrived in `new` meanwhile: this
         // one goes back under its next retry name.
         if (!(e instanceof AlreadyExists)) throw e;
-        target = `${this.#store}/new/${retried(this.#name)}`;
+        target = `${this.#store}/new/${retried(retry ? retried(this.#name) : this.#name)}`;
         yield* moveNoReplace(this.path, target);
       }
     } finally {
@@ -282,6 +306,10 @@ export class Claim implements AsyncDisposable, Disposable {
       this.#finish();
     }
     return target;
+  }
+
+  static {
+    fileOfClaim = (claim) => claim.#held();
   }
 
   #held(): RawFile {
@@ -306,6 +334,11 @@ export class Claim implements AsyncDisposable, Disposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.#finished ? Promise.resolve() : this.release().then(() => {});
   }
+}
+
+/** The open, locked file of a claim that is neither done nor released (for the command line). */
+export function claimFile(claim: Claim): RawFile {
+  return fileOfClaim(claim);
 }
 
 /** Hands out a claim on `raw`, which is locked and in `cur` under `name`. */

@@ -1,8 +1,16 @@
 // `filestore lock` and `filestore holders`: flock(1)'s command, which also
 // says who holds the lock.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import process from "node:process";
-import { exitCode, type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
+import {
+  CliError,
+  exitCode,
+  oneLine,
+  type OptionSpec,
+  parse,
+  seconds,
+  UsageError,
+} from "./_cli_args.ts";
 import { runCommand, signalStatus } from "./_cli_run.ts";
 import { fileOf, type OpenFile } from "./_file.ts";
 import { type LockHolderProcess, lockHolders } from "./_holders.ts";
@@ -14,15 +22,16 @@ const LOCK_OPTIONS: readonly OptionSpec[] = [
   { short: "s", long: "shared" },
   { short: "x", long: "exclusive" },
   { short: "e", long: "exclusive" },
-  { short: "n", long: "nonblock" },
-  { long: "nb" },
-  { short: "w", long: "wait", value: "required" },
-  { long: "timeout", value: "required" },
+  { short: "n", long: "nonblock", aliases: ["nonblocking", "nb"] },
+  { short: "w", long: "wait", value: "required", aliases: ["timeout"] },
   { short: "E", long: "conflict-exit-code", value: "required" },
   { short: "o", long: "close" },
   { short: "c", long: "command", value: "required" },
   { long: "verbose" },
   { long: "pid" },
+  { short: "F", long: "no-fork" },
+  { short: "u", long: "unlock" },
+  { short: "V", long: "version" },
   { short: "h", long: "help" },
 ];
 
@@ -42,6 +51,8 @@ Options:
   -E, --conflict-exit-code N  exit status when the lock is held (default 1)
   -o, --close             COMMAND does not inherit the lock (always so on Deno)
   -c, --command STRING    run STRING with $SHELL -c (default /bin/sh)
+  -F, --no-fork           accepted for flock(1)'s sake; COMMAND always runs as
+                          a child process, which holds the lock with filestore
       --pid               write " PID HOST" into FILE while holding it
       --verbose           say how long the wait took, and what runs
   -h, --help              this help
@@ -78,10 +89,19 @@ Example:
 
 /** `filestore lock`: the exit status. */
 export async function lockCommand(args: readonly string[]): Promise<number> {
-  const { options, operands } = parse(args, LOCK_OPTIONS, 1);
+  const { options, order, operands } = parse(args, LOCK_OPTIONS, 1);
   if (options.has("help")) {
     process.stdout.write(LOCK_HELP);
     return 0;
+  }
+  if (options.has("version")) {
+    process.stdout.write("filestore lock (@filestore/filestore)\n");
+    return 0;
+  }
+  if (options.has("unlock")) {
+    throw new UsageError(
+      "-u works on an inherited descriptor (flock 9), which filestore does not take",
+    );
   }
   const [file, ...rest] = operands;
   if (file === undefined) throw new UsageError("requires a file and a command");
@@ -97,12 +117,13 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
     argv = [process.env.SHELL || "/bin/sh", "-c", script];
   }
   if (argv.length === 0) throw new UsageError("requires a command to run");
-  const shared = sharedWins(args);
+  // flock(1) lets the last of -s and -x win.
+  const shared = order.findLast((o) => o === "shared" || o === "exclusive") === "shared";
   const pid = options.has("pid");
   if (pid && shared) throw new UsageError("--pid needs an exclusive lock (without -s)");
-  const wait = options.get("wait") ?? options.get("timeout");
+  const wait = options.get("wait");
   const timeout = typeof wait === "string" ? seconds(wait, "-w") : Infinity;
-  const failWhenLocked = options.has("nonblock") || options.has("nb") || timeout === 0;
+  const failWhenLocked = options.has("nonblock") || timeout === 0;
   const conflict = options.has("conflict-exit-code")
     ? exitCode(String(options.get("conflict-exit-code")), "-E")
     : 1;
@@ -115,7 +136,8 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
   let lock: Lock | undefined;
   let opened: OpenFile | undefined;
   try {
-    for (const mode of pid ? ["a"] as const : ["a", "r"] as const) {
+    const modes = pid ? ["a"] as const : ["a", "r"] as const;
+    for (const mode of modes) {
       const candidate = new Lock(file, {
         mode,
         shared,
@@ -128,12 +150,12 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
         lock = candidate;
         break;
       } catch (e) {
-        if (!(e instanceof PermissionDenied) || mode === "r") throw e;
+        if (!(e instanceof PermissionDenied) || mode === modes.at(-1)) throw e;
       }
     }
   } catch (e) {
     if (e instanceof AlreadyLocked) {
-      process.stderr.write(`filestore: ${file}: ${refusal(file)}\n`);
+      process.stderr.write(`filestore: ${oneLine(`${file}: ${refusal(file)}`)}\n`);
       if (verbose) process.stderr.write("filestore: failed to get lock\n");
       return conflict;
     }
@@ -150,6 +172,15 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
     process.stderr.write(`filestore: executing ${argv[0]}\n`);
   }
   if (pid) {
+    // As the package's other writers: a file with another name (a hard
+    // link someone planted) is never overwritten.
+    if (rt.fstatSync(raw).nlink > 1) {
+      held.release();
+      throw new CliError(
+        66,
+        `${file} has more than one name (hard links): --pid does not overwrite it`,
+      );
+    }
     rt.truncateSync(raw, 0);
     rt.writeSync(raw, new TextEncoder().encode(` ${process.pid} ${rt.hostname()}\n`), 0);
   }
@@ -177,7 +208,9 @@ export function holdersCommand(args: readonly string[]): number {
   if (operands.length !== 1) throw new UsageError("requires exactly one file");
   const holders = lockHolders(operands[0]!);
   if (holders === undefined) {
-    process.stderr.write(`filestore: cannot tell who holds ${operands[0]}: ${noProcLocks()}\n`);
+    process.stderr.write(
+      `filestore: ${oneLine(`cannot tell who holds ${operands[0]}: ${noProcLocks()}`)}\n`,
+    );
     return 69;
   }
   if (options.has("json")) {
@@ -185,28 +218,11 @@ export function holdersCommand(args: readonly string[]): number {
   } else {
     for (const h of holders) {
       process.stdout.write(
-        `${h.pid} ${h.shared ? "shared" : "exclusive"} ${printable(h.command)}\n`,
+        `${h.pid} ${h.shared ? "shared" : "exclusive"} ${commandOf(h)}\n`,
       );
     }
   }
   return holders.length > 0 ? 0 : 1;
-}
-
-// flock(1) lets the last of -s and -x win.
-function sharedWins(args: readonly string[]): boolean {
-  let shared = false;
-  for (const arg of args) {
-    if (arg === "--" || !arg.startsWith("-") || arg === "-") break;
-    if (arg === "--shared") shared = true;
-    if (arg === "--exclusive") shared = false;
-    if (arg.startsWith("--")) continue;
-    for (const letter of arg.slice(1)) {
-      if (letter === "s") shared = true;
-      if (letter === "x" || letter === "e") shared = false;
-      if ("wEc".includes(letter)) break;
-    }
-  }
-  return shared;
 }
 
 /** Who holds `file`, in words, for the line on stderr. */
@@ -223,20 +239,19 @@ export function refusal(file: string): string {
   }
   const each = holders.map((h) => {
     const since = h.startedAt ? `, running since ${h.startedAt.toISOString()}` : "";
-    return `pid ${h.pid} (${h.shared ? "shared" : "exclusive"}): ${printable(h.command)}${since}`;
+    return `pid ${h.pid} (${h.shared ? "shared" : "exclusive"}): ${commandOf(h)}${since}`;
   });
   return `locked by ${each.join("; ")}`;
 }
 
-// A command line on one line of output: control characters, newlines
-// included, are shown as \xNN, so that no holder can add lines of its own.
-function printable(command: string | undefined): string {
-  if (command === undefined) return "?";
-  return command.replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x1f\x7f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+// /proc/locks names the process that took the lock; when it has exited
+// and a child that inherited the descriptor holds the lock on, there is no
+// command line to show.
+function commandOf(h: LockHolderProcess): string {
+  if (h.command !== undefined) return oneLine(h.command);
+  return existsSync(`/proc/${h.pid}`)
+    ? "?"
+    : "(exited; a process that inherited its descriptor holds it)";
 }
 
 // A holder that ran with --pid (or a zc.lockfile user) wrote " PID HOST".

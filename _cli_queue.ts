@@ -2,10 +2,11 @@
 // and watch, one item a line.
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
+import { CliError, type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
 import { joinBytes } from "./_check.ts";
 import { runCommand, signalStatus } from "./_cli_run.ts";
-import type { Claim } from "./_claim.ts";
+import { type Claim, claimFile } from "./_claim.ts";
+import { rt } from "./_runtime.ts";
 import { type Area, FileStore } from "./filestore.ts";
 
 const HELP: OptionSpec = { short: "h", long: "help" };
@@ -33,8 +34,9 @@ through; signals are passed on to it.
 
 Options:
       --wait[=S]          wait for a message (for at most S seconds)
-      --max-deliveries N  after N deliveries a message whose consumer died
-                          goes to DIR/failed instead of new/
+      --max-deliveries N  a message delivered N times goes to DIR/failed
+                          instead of back to new/ when COMMAND fails on it
+                          (or, at recover, when its consumer died)
   -h, --help              this help
 
 Exit statuses: 1 nothing to claim (or none came within --wait), 64 bad
@@ -86,7 +88,17 @@ export async function putCommand(args: readonly string[]): Promise<number> {
     throw new UsageError("requires a store directory and at most one file");
   }
   const [dir, source = "-"] = operands;
-  const data = source === "-" ? await readAll() : readFileSync(source);
+  let data: Uint8Array;
+  try {
+    data = source === "-" ? await readAll() : readFileSync(source);
+  } catch (e) {
+    const reason = (e as NodeJS.ErrnoException).code === "ENOENT"
+      ? "no such file"
+      : (e as NodeJS.ErrnoException).code === "EISDIR"
+      ? "a directory"
+      : (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new CliError(66, `cannot read ${source}: ${reason}`);
+  }
   const store = new FileStore(dir!);
   await store.prepare();
   process.stdout.write(`${await store.put(data)}\n`);
@@ -112,7 +124,9 @@ export async function claimCommand(args: readonly string[]): Promise<number> {
   if (argv.length === 0) throw new UsageError("requires a command to run");
   const wait = options.get("wait");
   const timeout = wait === undefined ? 0 : wait === true ? Infinity : seconds(wait, "--wait");
-  const store = new FileStore(dir, maxDeliveries(options.get("max-deliveries")));
+  const deliveries = maxDeliveries(options.get("max-deliveries"));
+  const limit = deliveries.maxDeliveries ?? Infinity;
+  const store = new FileStore(dir, deliveries);
   await store.prepare();
   const stop = new AbortController();
   const abort = (signal: NodeJS.Signals) => stop.abort(signal);
@@ -128,15 +142,25 @@ export async function claimCommand(args: readonly string[]): Promise<number> {
     return signalStatus(String(stop.signal.reason));
   }
   if (claim === null) return 1;
+  // As `filestore lock` does, the command holds the claim's lock too
+  // (Bun, Node; Deno cannot pass a descriptor on): if this process is
+  // killed, the message is not handed out again while the command runs.
+  const inherit = rt.name === "deno" ? undefined : claimFile(claim).fd;
   let status: number;
   try {
-    status = await runCommand([...argv, claim.path]);
+    status = await runCommand([...argv, claim.path], inherit);
   } catch (e) {
     await claim.release();
     throw e;
   }
-  if (status === 0) await claim.done();
-  else await claim.release();
+  if (status === 0) {
+    await claim.done();
+  } else if (claim.deliveries >= limit) {
+    // A command that fails on it every time must not get it for ever.
+    await claim.done({ moveTo: "failed" });
+  } else {
+    await claim.release({ retry: true });
+  }
   return status;
 }
 

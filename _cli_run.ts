@@ -3,6 +3,7 @@
 // passed on to it, so that the guard lives (and holds its lock or claim)
 // until the command has ended, whatever ends it.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { constants } from "node:os";
 import process from "node:process";
 
@@ -37,7 +38,11 @@ export function runCommand(argv: readonly string[], inherit?: number): Promise<n
     // reports that signal as the cause of the exit even when the command
     // caught it and exited with a status of its own.
     const pass = (signal: NodeJS.Signals) => {
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+      if (child.pid === undefined || child.exitCode !== null) return;
+      // Ctrl-C and Ctrl-\ reach the terminal's whole foreground group, the
+      // command too: passing them on would deliver them twice.
+      if ((signal === "SIGINT" || signal === "SIGQUIT") && inForeground()) return;
+      process.kill(child.pid, signal);
     };
     for (const signal of FORWARDED) process.on(signal, pass);
     const stop = () => {
@@ -52,6 +57,19 @@ export function runCommand(argv: readonly string[], inherit?: number): Promise<n
       resolve(code ?? signalStatus(signal ?? ""));
     });
   });
+}
+
+// Whether this process is in the foreground process group of its terminal
+// (Linux: /proc/self/stat's pgrp and tpgid agree); false where /proc cannot
+// tell.
+function inForeground(): boolean {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const [, , pgrp, , tty, tpgid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return tty !== "0" && pgrp === tpgid;
+  } catch {
+    return false;
+  }
 }
 
 function describe(e: NodeJS.ErrnoException): string {

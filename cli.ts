@@ -19,9 +19,9 @@
  */
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { UsageError } from "./_cli_args.ts";
+import { CliError, oneLine, UsageError } from "./_cli_args.ts";
 import { CommandFailed } from "./_cli_run.ts";
-import { FsError, NotADirectory, NotFound, PermissionDenied } from "./errors.ts";
+import { FsError, NoSpace } from "./errors.ts";
 
 const HELP = `Usage: filestore COMMAND [options] ...
 
@@ -67,7 +67,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
  * @returns The exit status: the command's own for `lock` and `claim`,
  * 0 for success, 1 for "locked" or "nothing", 64 for bad usage, 66 for a
  * file or store that cannot be opened, 69 for a command that cannot be run,
- * 70 for anything else.
+ * 73 for a full disk, 70 for anything else.
  *
  * @example Usage
  * ```ts
@@ -101,19 +101,20 @@ export async function main(args: readonly string[]): Promise<number> {
     return await (await load())(rest);
   } catch (e) {
     const where = name && Object.hasOwn(COMMANDS, name) ? ` ${name}` : "";
+    // One line, whatever file names and command lines the message holds.
+    const say = (text: string) => process.stderr.write(`filestore${where}: ${oneLine(text)}\n`);
     if (e instanceof UsageError) {
-      process.stderr.write(`filestore${where}: ${e.message}; see 'filestore${where} --help'\n`);
+      say(`${e.message}; see 'filestore${where} --help'`);
       return 64;
     }
-    if (e instanceof CommandFailed) {
-      process.stderr.write(`filestore${where}: ${e.message}\n`);
-      return 69;
-    }
-    const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`filestore${where}: ${message}\n`);
-    const cannotOpen = e instanceof NotFound || e instanceof PermissionDenied ||
-      e instanceof NotADirectory || (e instanceof FsError && e.code === "EISDIR");
-    return cannotOpen ? 66 : e instanceof TypeError || e instanceof RangeError ? 64 : 70;
+    say(e instanceof Error ? e.message : String(e));
+    if (e instanceof CliError) return e.status;
+    if (e instanceof CommandFailed) return 69;
+    if (e instanceof NoSpace) return 73;
+    // Any other file-system refusal (missing, forbidden, a link or a FIFO
+    // at the path) is a file that cannot be opened: flock(1)'s EX_NOINPUT.
+    if (e instanceof FsError) return 66;
+    return e instanceof TypeError || e instanceof RangeError ? 64 : 70;
   }
 }
 
@@ -130,6 +131,11 @@ function isProgram(): boolean {
 }
 
 if (isProgram()) {
+  // A reader that went away (`filestore watch DIR | head -1`) ends the
+  // command as SIGPIPE would, quietly.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    process.exit(e.code === "EPIPE" ? 141 : 74);
+  });
   const status = await main(process.argv.slice(2));
   // The commands leave nothing to wait for; the exit is explicit so that a
   // handle left open by a killed child's pipe cannot keep the command alive.

@@ -83,7 +83,7 @@ export type {
   Recovered,
   WatchOptions,
 } from "./_store.ts";
-export { Claim, type DoneOptions } from "./_claim.ts";
+export { Claim, type DoneOptions, type ReleaseOptions } from "./_claim.ts";
 export { OpenFile } from "./_file.ts";
 export type { FileInfo } from "./_runtime.ts";
 

@@ -82,6 +82,22 @@ test("release() and disposal give the file back to new for another consumer", as
   assert.equal(await s.store.claim(), null);
 });
 
+test("release({ retry: true }) counts the delivery: back as NAME.retryN, one more delivery", async () => {
+  using s = prepared();
+  await s.store.put("fails every time");
+  const first = (await s.store.claim())!;
+  assert.equal(first.deliveries, 1);
+  const back = await first.release({ retry: true });
+  assert.equal(back, join(s.dir, "new", `${first.name}.retry1`));
+  const second = s.store.claimSync()!;
+  assert.equal(second.deliveries, 2);
+  assert.equal(second.releaseSync({ retry: true }), join(s.dir, "new", `${first.name}.retry2`));
+  const third = s.store.claimSync()!;
+  assert.throws(() => third.releaseSync({ retry: "yes" as never }), TypeError);
+  assert.ok(heldByAnyone(third.path), "a refused release keeps the claim");
+  assert.equal(await third.release(), join(s.dir, "new", `${first.name}.retry2`));
+});
+
 test("a claim never takes a file that another consumer is taking (locked in new)", async () => {
   using s = prepared({ recoverEvery: Infinity });
   const path = await s.store.put("contended");

@@ -2,7 +2,7 @@
 // `filestore lock`, who holds a lock, the queue from a bash script, and the
 // one-line usage errors. The command runs on the runtime running the tests.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -15,6 +15,9 @@ const cliLine = [cli[0], ...cli[1]].join(" ");
 const hasFlock = spawnSync("flock", ["--version"]).status === 0;
 const hasPython = spawnSync("python3", ["-c", "import fcntl"]).status === 0;
 const onDeno = runtimeName === "deno";
+const canBeNobody = process.getuid?.() === 0 &&
+  spawnSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"]).status ===
+    0;
 
 function quote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
@@ -121,6 +124,23 @@ const CASES: Case[] = [
     code: 1,
   },
   {
+    name: "-x after an option's separate value still wins: refused by a shared holder",
+    script: `$L -s "$F" "$D/hold" & ${SHARED_HELD}; $L -s -w 0.2 -x "$F" true`,
+    code: 1,
+  },
+  {
+    name: "-s after an option's separate value still wins: shares with a shared holder",
+    script: `$L -s "$F" "$D/hold" & ${SHARED_HELD}; $L -E 7 -w 0.2 -s "$F" true`,
+    code: 0,
+  },
+  {
+    name: "long options may be shortened (--nonb, --excl) and -w reads exponents",
+    script:
+      `$L "$F" "$D/hold" & ${HELD}; $L --excl --nonb "$F" true; a=$?; $L -w 1e-1 "$F" true; ` +
+      `b=$?; [ $a = 1 ] && [ $b = 1 ]`,
+    code: 0,
+  },
+  {
     name: "without -o what the command leaves running keeps the lock",
     script: `$L "$F" sh -c 'sleep 2 >/dev/null 2>&1 & exit 0'; flock -n "$F" true`,
     code: 1,
@@ -220,6 +240,58 @@ test("filestore lock --pid writes the holder's pid and host into the file", asyn
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^ \d+ \S+\n$/);
   assert.equal(readFileSync(file, "utf8"), r.stdout, "the content stays after release");
+});
+
+test("filestore lock --pid refuses a lock file with another name and leaves both as they were", async () => {
+  using dir = tempDir();
+  const precious = join(dir.path, "precious");
+  writeFileSync(precious, "PRECIOUS\n");
+  const r = await bash(`ln "$D/precious" "$F"; $L --pid "$F" true`, {
+    F: join(dir.path, "x.lock"),
+    D: dir.path,
+    L: `${cliLine} lock`,
+  });
+  assert.equal(r.code, 66, r.stderr);
+  assert.match(r.stderr, /more than one name/);
+  assert.equal(readFileSync(precious, "utf8"), "PRECIOUS\n");
+});
+
+test("filestore lock --pid on a lock file it may not write exits 66 with one line", {
+  skip: canBeNobody ? false : "needs root and setpriv(1) to run as nobody",
+}, async () => {
+  using dir = tempDir();
+  const file = join(dir.path, "root.lock");
+  writeFileSync(file, "", { mode: 0o644 });
+  chmodSync(dir.path, 0o755);
+  const r = await bash(
+    `setpriv --reuid=nobody --regid=nogroup --clear-groups ${cliLine} lock --pid "$F" true`,
+    { F: file, D: dir.path },
+  );
+  assert.equal(r.code, 66, r.stderr);
+  assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
+});
+
+test("file names and command lines are shown on one line, with control characters escaped", async () => {
+  using dir = tempDir();
+  const r = await bash(`$L holders "$D/a\${NL}b"; $L lock "$D/x"$'\\u202e' sh -c 'exit 0'`, {
+    D: dir.path,
+    L: cliLine,
+    NL: "\n",
+  });
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /a\\x0ab/);
+});
+
+test("a symbolic link at the lock path is refused with 66, and put of a missing file with 66", async () => {
+  using dir = tempDir();
+  const env = { D: dir.path, L: cliLine };
+  const link = await bash(`ln -s "$D/target" "$D/link.lock"; $L lock "$D/link.lock" true`, env);
+  assert.equal(link.code, 66, link.stderr);
+  assert.equal(existsSync(join(dir.path, "target")), false, "the link was not followed");
+  const put = await bash(`$L put "$D/s" "$D/missing"`, env);
+  assert.equal(put.code, 66, put.stderr);
+  assert.match(put.stderr, /cannot read .*missing: no such file/);
 });
 
 test("filestore holders: a Python fcntl.flock, a flock(1) and a library holder, with their modes", {
@@ -324,19 +396,67 @@ test("filestore claim: a failed command releases the message, a killed one comes
   assert.equal((await bash(`$L claim "$D/s" -- cat`, env)).code, 1, "nothing left");
 });
 
-test("filestore claim: a consumer SIGKILLed while it holds a message gives it back through recover", async () => {
+test("filestore claim: a consumer and its command SIGKILLed: recover gives the message back", async () => {
   using dir = tempDir();
   const env = { D: dir.path, L: cliLine };
   await bash(`echo two | $L put "$D/s"`, env);
   const r = await bash(
     `$L claim "$D/s" -- sh -c 'echo $$ >>"$D/kids"; echo $PPID >"$D/pid"; exec sleep 30 >/dev/null 2>&1' & ` +
-      `for i in $(seq 500); do [ -s "$D/pid" ] && break; sleep 0.02; done; kill -KILL "$(cat "$D/pid")"; sleep 0.1; $L recover "$D/s"`,
+      `for i in $(seq 500); do [ -s "$D/pid" ] && break; sleep 0.02; done; ` +
+      `kill -KILL "$(cat "$D/pid")" "$(cat "$D/kids")"; sleep 0.1; $L recover "$D/s"`,
     env,
   );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /\/new\/.*\.retry1\n$/);
   const got = await bash(`$L claim "$D/s" -- cat`, env);
   assert.equal(got.stdout, "two\n");
+});
+
+test("filestore watch ends quietly when its reader goes away", async () => {
+  using dir = tempDir();
+  const env = { D: dir.path, L: cliLine };
+  const r = await bash(
+    `echo a | $L put "$D/s" >/dev/null; ($L watch "$D/s" | head -1 >"$D/first"; ` +
+      `echo "\${PIPESTATUS[0]}" >"$D/status") & p=$!; ` +
+      `for i in $(seq 500); do [ -s "$D/first" ] && break; sleep 0.02; done; ` +
+      `for i in 1 2 3; do echo b | $L put "$D/s" >/dev/null; sleep 0.3; done; ` +
+      `for i in $(seq 500); do [ -s "$D/status" ] && break; sleep 0.02; done; cat "$D/status"`,
+    env,
+  );
+  assert.equal(r.stdout.trim(), "141", r.stderr);
+  assert.equal(r.stderr, "");
+});
+
+test(
+  "filestore claim: the command holds the claim, so a killed filestore does not hand it out twice",
+  {
+    skip: onDeno ? "Deno cannot hand a descriptor to a child process" : false,
+  },
+  async () => {
+    using dir = tempDir();
+    const env = { D: dir.path, L: cliLine };
+    await bash(`echo three | $L put "$D/s"`, env);
+    const r = await bash(
+      `$L claim "$D/s" -- sh -c 'echo $$ >>"$D/kids"; echo $PPID >"$D/pid"; exec sleep 30 >/dev/null 2>&1' & ` +
+        `for i in $(seq 500); do [ -s "$D/pid" ] && break; sleep 0.02; done; kill -KILL "$(cat "$D/pid")"; ` +
+        `sleep 0.1; $L recover "$D/s"; echo "--"; $L claim "$D/s" -- cat; echo "claim $?"`,
+      env,
+    );
+    assert.equal(r.stdout, "--\nclaim 1\n", r.stderr);
+  },
+);
+
+test("filestore claim --max-deliveries: a message its command keeps failing on goes to failed", async () => {
+  using dir = tempDir();
+  const env = { D: dir.path, L: cliLine };
+  await bash(`echo four | $L put "$D/s"`, env);
+  const r = await bash(
+    `for i in 1 2 3; do $L claim "$D/s" --max-deliveries 2 -- sh -c 'kill -KILL $$'; echo $?; done`,
+    env,
+  );
+  assert.equal(r.stdout, "137\n137\n1\n", r.stderr);
+  assert.equal(readdirSync(join(dir.path, "s", "failed")).length, 1);
+  assert.deepEqual(readdirSync(join(dir.path, "s", "new")), []);
 });
 
 test("filestore watch prints arrivals, list and cleanup print paths", async () => {

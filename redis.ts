@@ -6,8 +6,10 @@
  * across a Redis restart that lost its data), and an `AbortSignal` that
  * aborts as soon as the holder can no longer be sure that it still holds
  * the lock. Waiters are woken by Redis when the holder releases, and notice
- * a holder that died when its lease ends. You pass the client you already
- * have: Bun's `RedisClient`, `redis` (node-redis 5/6) or `ioredis`.
+ * a holder that died when its lease ends. {@link RedisQueue} is the
+ * `FileStore` queue across hosts, on a Redis stream. You pass the client
+ * you already have: Bun's `RedisClient`, `redis` (node-redis 5/6) or
+ * `ioredis`.
  *
  * The example needs a Redis server (`REDIS_URL`), so `deno test --doc`
  * does not run it here:

@@ -630,6 +630,16 @@ export interface RedisWatchOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link RedisQueue.prototype.list}. */
+export interface RedisListOptions {
+  /**
+   * At most this many messages of each kind (waiting, claimed).
+   *
+   * @default {1000}
+   */
+  limit?: number;
+}
+
 /** A message that waits to be claimed, in {@link RedisQueueList}. */
 export interface RedisWaitingMessage {
   /** Its id, from `put()`. */
@@ -1267,7 +1277,7 @@ export class RedisQueue implements AsyncDisposable {
    * client.close();
    * ```
    */
-  async list(options?: { limit?: number }): Promise<RedisQueueList> {
+  async list(options?: RedisListOptions): Promise<RedisQueueList> {
     const what = `list RedisQueue ${show(this.#name)}`;
     const limit = checkNumber(
       checkOptions(options, what)?.limit,

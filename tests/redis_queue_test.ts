@@ -3,7 +3,7 @@
 // producers and consumers of all three runtimes for the cross-process cases.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { RedisQueue } from "../redis.ts";
+import { ClaimLost, RedisQueue } from "../redis.ts";
 import {
   CLIENT_KINDS,
   type ClientKind,
@@ -478,5 +478,49 @@ async function withDurable(
     await fn(c.client);
   } finally {
     await c.close();
+  }
+}
+
+test(
+  "RedisQueue: after redis-server lost everything in a restart, the queue works again and a stale done is refused",
+  {
+    skip: skip ?? (server?.own ? undefined : "REDIS_URL names a server the tests may not restart"),
+  },
+  async () => {
+    const clients = await Promise.all(CLIENT_KINDS.map((kind) => connect(kind, server!.url)));
+    try {
+      const name = fresh("restart");
+      const queues = clients.map((c) => new RedisQueue(c.client, name, { ttl: 1000 }));
+      await queues[0]!.put("before");
+      const held = (await queues[0]!.claim())!;
+      await server!.restart();
+      // The stream and its group are gone: the next use makes them again.
+      for (const [i, queue] of queues.entries()) {
+        const id = await retried(() => queue.put(`after ${i}`));
+        const claim = (await queue.claim({ timeout: 10_000 }))!;
+        assert.equal(claim.id, id);
+        await claim.done();
+      }
+      await assert.rejects(held.done(), (e: unknown) => {
+        assert.ok(e instanceof ClaimLost, String(e));
+        assert.match(e.message, /it is no longer pending/);
+        return true;
+      });
+    } finally {
+      for (const c of clients) await c.close();
+    }
+  },
+);
+
+// The clients reconnect by themselves after a restart; the first command
+// may fail while they do.
+async function retried<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i === 50) throw e;
+      await sleep(100);
+    }
   }
 }

@@ -34,7 +34,7 @@ export class LockLost extends LockException {}
 
 const IDLE_MS = 1000;
 
-interface Blocker {
+export interface Blocker {
   conn: Connection;
   id: string;
   // Settles once the connection is free for another BLPOP.
@@ -42,7 +42,7 @@ interface Blocker {
   broken: boolean;
 }
 
-class Pool {
+export class Pool {
   #base: Connection;
   #idle: { blocker: Blocker; cancel: () => void }[] = [];
 
@@ -100,7 +100,7 @@ class Pool {
    * when that cannot be sent. A reply that comes after the signal aborted
    * goes to `late`.
    */
-  async block(
+  block(
     blocker: Blocker,
     keys: readonly string[],
     ms: number,
@@ -108,7 +108,23 @@ class Pool {
     late: (reply: unknown) => void,
   ): Promise<unknown> {
     const seconds = ((Math.min(ms, 2 ** 31) + 1000) / 1000).toFixed(3);
-    const reply = blocker.conn.send("BLPOP", [...keys, seconds]);
+    return this.blockOn(blocker, "BLPOP", [...keys, seconds], ms, signal, late);
+  }
+
+  /**
+   * Sends the blocking `command` (BLPOP, XREADGROUP ... BLOCK) whose own
+   * timeout is a little longer than `ms`, and ends it with CLIENT UNBLOCK
+   * after `ms` or when `signal` aborts; see {@link Pool.prototype.block}.
+   */
+  async blockOn(
+    blocker: Blocker,
+    command: string,
+    args: readonly string[],
+    ms: number,
+    signal: AbortSignal | undefined,
+    late: (reply: unknown) => void,
+  ): Promise<unknown> {
+    const reply = blocker.conn.send(command, args);
     // Redis answers CLIENT UNBLOCK with 0 when that connection is not
     // blocked: it was lost and made again under another id (some clients
     // then send the BLPOP again, or never fail it). The connection is then
@@ -500,7 +516,7 @@ export class Keeper {
 // The timers of a held lease must not keep the host process alive by
 // themselves (the client's connection decides that). Leases are shorter
 // than a timer's limit (ttl is checked), so plain timers do.
-function unrefTimer(ms: number, fn: () => void): () => void {
+export function unrefTimer(ms: number, fn: () => void): () => void {
   const id = setTimeout(fn, ms);
   if (typeof id === "object" && id !== null) (id as { unref?: () => void }).unref?.();
   else {

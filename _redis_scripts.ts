@@ -242,7 +242,8 @@ export function keysOf(kind: "lock" | "sem", name: string): Keys {
   };
 }
 
-class Script {
+/** A Lua script run through EVALSHA, falling back to EVAL the first time a server meets it. */
+export class Script {
   #body: string;
   #sha: Promise<string> | undefined;
 
@@ -250,7 +251,11 @@ class Script {
     this.#body = body;
   }
 
-  async run(conn: Connection, keys: Keys, args: readonly string[]): Promise<unknown> {
+  async run(
+    conn: Connection,
+    keys: { readonly list: readonly string[] },
+    args: readonly string[],
+  ): Promise<unknown> {
     this.#sha ??= sha1(this.#body);
     const tail = [String(keys.list.length), ...keys.list, ...args];
     try {

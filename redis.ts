@@ -6,8 +6,10 @@
  * across a Redis restart that lost its data), and an `AbortSignal` that
  * aborts as soon as the holder can no longer be sure that it still holds
  * the lock. Waiters are woken by Redis when the holder releases, and notice
- * a holder that died when its lease ends. You pass the client you already
- * have: Bun's `RedisClient`, `redis` (node-redis 5/6) or `ioredis`.
+ * a holder that died when its lease ends. {@link RedisQueue} is the
+ * `FileStore` queue across hosts, on a Redis stream. You pass the client
+ * you already have: Bun's `RedisClient`, `redis` (node-redis 5/6) or
+ * `ioredis`.
  *
  * The example needs a Redis server (`REDIS_URL`), so `deno test --doc`
  * does not run it here:
@@ -24,22 +26,56 @@
  *
  * @module
  */
-import { checkBoolean, checkNumber, checkOptions, heldBy, invalid, show } from "./_check.ts";
+import {
+  checkBoolean,
+  checkNumber,
+  checkOptions,
+  checkSignal,
+  heldBy,
+  invalid,
+  randomHex,
+  show,
+} from "./_check.ts";
 import {
   checkClient,
   type Connection,
   connectionOf,
   type RedisClientLike,
 } from "./_redis_client.ts";
-import { acquireLease, type Claim, type Holder, Keeper, LockLost, poolOf } from "./_redis_lease.ts";
+import {
+  acquireLease,
+  type Blocker,
+  type Claim,
+  type Holder,
+  Keeper,
+  LockLost,
+  poolOf,
+  unrefTimer,
+} from "./_redis_lease.ts";
+import {
+  bytesOf,
+  ClaimLost,
+  entryOfRead,
+  fieldsOf,
+  GROUP,
+  isNoGroup,
+  type Payload,
+  payloadOf,
+  type QueueKeys,
+  queueKeysOf,
+  queueScripts,
+  RELEASED_IDLE,
+  textOf,
+  tooLarge,
+} from "./_redis_queue.ts";
 import { keysOf } from "./_redis_scripts.ts";
 import { DEFAULTS, type Settings, settingsOf } from "./_lock.ts";
 import { rt } from "./_runtime.ts";
-import { share } from "./_wait.ts";
+import { deadline, share, untilAbort } from "./_wait.ts";
 import { AlreadyLocked } from "./errors.ts";
 
 export type { RedisClientLike };
-export { LockLost };
+export { ClaimLost, LockLost };
 // The refusal and the base class of LockLost, for users of this entry point alone.
 export {
   AlreadyLocked,
@@ -537,5 +573,840 @@ export class RedisSemaphore implements AsyncDisposable {
   /** Gives the slot back, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.#leases.release();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The queue.
+
+/** Options of {@link RedisQueue}. */
+export interface RedisQueueOptions {
+  /**
+   * The lease of a claimed message, in milliseconds: how long a message
+   * stays with a consumer that stopped renewing it (died, paused, cut off)
+   * before the next claim takes it over. Renewed every third of it while
+   * the claim is open. All users of one queue should give the same `ttl`.
+   *
+   * @default {10000}
+   */
+  ttl?: number;
+  /**
+   * How often a message may be handed out (a released one counts too).
+   * One that would be handed out once more is moved to the dead-letter
+   * stream ({@link RedisQueue.prototype.deadLetterKey}) instead.
+   *
+   * @default {Infinity}
+   */
+  maxDeliveries?: number;
+  /**
+   * The largest payload `put()` accepts, in bytes (UTF-8 for text): each
+   * waiting message lives in the Redis server's memory. Bytes travel as
+   * base64, a third larger.
+   *
+   * @default {1048576}
+   */
+  maxPayload?: number;
+}
+
+/** Options of {@link RedisQueue.prototype.claim}. */
+export interface RedisClaimOptions {
+  /**
+   * How long to wait for a message when none is waiting, in milliseconds:
+   * `0` answers at once (`null` when the queue is empty), `Infinity` waits
+   * for as long as it takes. The wait blocks on Redis on a connection of
+   * its own (from the client's `duplicate()`), and is woken by the next
+   * `put()`.
+   *
+   * @default {0}
+   */
+  timeout?: number;
+  /** Gives up the wait when it aborts: the claim rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link RedisQueue.prototype.watch}. */
+export interface RedisWatchOptions {
+  /** Ends the iteration when it aborts. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link RedisQueue.prototype.list}. */
+export interface RedisListOptions {
+  /**
+   * At most this many messages of each kind (waiting, claimed).
+   *
+   * @default {1000}
+   */
+  limit?: number;
+}
+
+/** A message that waits to be claimed, in {@link RedisQueueList}. */
+export interface RedisWaitingMessage {
+  /** Its id, from `put()`. */
+  readonly id: string;
+  /** How often it was handed out before (0 for a new one). */
+  readonly deliveries: number;
+}
+
+/** A message that a consumer holds, in {@link RedisQueueList}. */
+export interface RedisClaimedMessage {
+  /** Its id, from `put()`. */
+  readonly id: string;
+  /** The consumer that holds it: "host:pid:random" ({@link RedisQueue.prototype.consumer}). */
+  readonly consumer: string;
+  /** When that consumer claimed it, on the Redis server's clock. */
+  readonly since: Date | undefined;
+  /** How often it has been handed out, this time included. */
+  readonly deliveries: number;
+}
+
+/** What {@link RedisQueue.prototype.list} finds. */
+export interface RedisQueueList {
+  /**
+   * The messages that the next claims take, oldest first: those never
+   * handed out, then those released or left by a consumer past its lease.
+   */
+  readonly waiting: RedisWaitingMessage[];
+  /** The messages held by a consumer within its lease. */
+  readonly claimed: RedisClaimedMessage[];
+  /** How many messages are in the dead-letter stream. */
+  readonly dead: number;
+}
+
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+const MAX_PAYLOAD_LIMIT = 256 * 1024 * 1024;
+
+// A claimed message's lease, renewed in the background. It knows nothing
+// of its RedisClaim, so that a claim dropped without done() or release()
+// can be collected (and handed back then).
+class MessageLease {
+  readonly controller = new AbortController();
+  readonly #conn: Connection;
+  readonly #keys: QueueKeys;
+  readonly #args: [string, string, string];
+  readonly #ttl: number;
+  readonly #describe: string;
+  #confirmedSentAt: number;
+  #cancelRenew: (() => void) | undefined;
+  #cancelExpiry: (() => void) | undefined;
+  #stopped = false;
+
+  constructor(
+    conn: Connection,
+    keys: QueueKeys,
+    consumer: string,
+    id: string,
+    ttl: number,
+    sentAt: number,
+    describe: string,
+  ) {
+    this.#conn = conn;
+    this.#keys = keys;
+    this.#args = [GROUP, consumer, id];
+    this.#ttl = ttl;
+    this.#describe = describe;
+    this.#confirmedSentAt = sentAt;
+    this.#armExpiry();
+    this.#scheduleRenew(ttl / 3);
+  }
+
+  // As RedisLock's: the lease ended on the server no earlier than `ttl`
+  // after the request that started or renewed it was sent.
+  #armExpiry(): void {
+    this.#cancelExpiry?.();
+    const limit = this.#confirmedSentAt + this.#ttl - this.#ttl / 50 - 1;
+    this.#cancelExpiry = unrefTimer(Math.max(0, limit - performance.now()), () => {
+      this.lose(
+        `${this.#describe}: no renewal was confirmed within its lease of ${this.#ttl} ms, and another consumer may have it now`,
+      );
+    });
+  }
+
+  #scheduleRenew(ms: number): void {
+    this.#cancelRenew?.();
+    this.#cancelRenew = unrefTimer(ms, () => void this.#renew());
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#stopped) return;
+    const sentAt = performance.now();
+    let reply: unknown;
+    try {
+      reply = await queueScripts.renew.run(this.#conn, this.#keys, this.#args);
+    } catch {
+      if (!this.#stopped) this.#scheduleRenew(this.#ttl / 10);
+      return;
+    }
+    if (this.#stopped) return;
+    const refusal = queueRefusalOf(reply);
+    if (refusal !== undefined) {
+      this.lose(`${this.#describe}: ${refusal}`);
+      return;
+    }
+    this.#confirmedSentAt = sentAt;
+    this.#armExpiry();
+    this.#scheduleRenew(Math.max(0, sentAt + this.#ttl / 3 - performance.now()));
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#cancelRenew?.();
+    this.#cancelExpiry?.();
+  }
+
+  /** Aborts the signal with `reason` unless it already aborted. */
+  abort(reason: ClaimLost): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
+  lose(why: string): void {
+    if (this.#stopped) return;
+    this.stop();
+    this.controller.abort(new ClaimLost(`Lost ${why}`));
+  }
+
+  /** Runs the done or release script; resolves to why Redis refused, or undefined. */
+  async finish(release: boolean): Promise<string | undefined> {
+    this.stop();
+    const reply = release
+      ? await queueScripts.release.run(this.#conn, this.#keys, [...this.#args, RELEASED_IDLE])
+      : await queueScripts.done.run(this.#conn, this.#keys, this.#args);
+    return queueRefusalOf(reply);
+  }
+}
+
+// The owner check's reply in words, or undefined when the message was ours.
+function queueRefusalOf(reply: unknown): string | undefined {
+  if (!Array.isArray(reply) || Number(reply[0]) === 1) return undefined;
+  const owner = String(reply[1] ?? "");
+  if (owner === "") {
+    return "it is no longer pending (another consumer finished it, it went to the dead-letter stream, or Redis lost it)";
+  }
+  return `its lease ended and consumer '${owner}' has taken it over (delivery ${Number(reply[2])})`;
+}
+
+// A claim dropped without done() or release() hands its message back when
+// it is collected, as a FileStore claim does.
+const droppedClaims = new FinalizationRegistry<MessageLease>((lease) => {
+  lease.finish(true).catch(() => {});
+});
+
+let grantedClaim:
+  | { queue: string; id: string; payload: Payload; deliveries: number; lease: MessageLease }
+  | undefined;
+
+/**
+ * A message claimed from a {@link RedisQueue}, held for its consumer: the
+ * counterpart of a `FileStore` claim. The message is this consumer's for a
+ * lease (`ttl`) that is renewed in the background while the claim is open;
+ * {@link RedisClaim.prototype.done} takes it out of the queue and
+ * {@link RedisClaim.prototype.release} hands it back. If the consumer dies
+ * or stops renewing for longer than the lease, the next claim (on any
+ * host) takes the message over, and this claim's `done()` is refused with
+ * {@link ClaimLost}. Disposing a claim that is neither done nor released
+ * releases it, so `await using` gives a message back on any error.
+ *
+ * The example needs a Redis server, so `deno test --doc` does not run it
+ * here.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { RedisQueue } from "@filestore/filestore/redis";
+ * import assert from "node:assert/strict";
+ *
+ * const client = new Bun.RedisClient(process.env.REDIS_URL);
+ * const queue = new RedisQueue(client, "orders");
+ * await queue.put("order 1");
+ * {
+ *   await using claim = (await queue.claim())!;
+ *   assert.equal(await claim.text(), "order 1");
+ *   await claim.done();
+ * }
+ * client.close();
+ * ```
+ */
+export class RedisClaim implements AsyncDisposable {
+  #queue: string;
+  #id: string;
+  #payload: Payload;
+  #deliveries: number;
+  #lease: MessageLease;
+  #finished = false;
+
+  /**
+   * Not for direct use: claims come from `RedisQueue.claim()`.
+   *
+   * @throws {TypeError} When called directly.
+   */
+  constructor() {
+    if (grantedClaim === undefined) {
+      throw new TypeError("Cannot construct RedisClaim directly: use RedisQueue.claim()");
+    }
+    ({
+      queue: this.#queue,
+      id: this.#id,
+      payload: this.#payload,
+      deliveries: this.#deliveries,
+      lease: this.#lease,
+    } = grantedClaim);
+    grantedClaim = undefined;
+    droppedClaims.register(this, this.#lease, this);
+  }
+
+  /** The message's id, as `put()` returned it. */
+  get id(): string {
+    return this.#id;
+  }
+
+  /** The message's id, under the name a `FileStore` claim gives it. */
+  get name(): string {
+    return this.#id;
+  }
+
+  /**
+   * How often the message has been handed out, this time included: 1
+   * unless a consumer died with it, was too slow, or released it before.
+   */
+  get deliveries(): number {
+    return this.#deliveries;
+  }
+
+  /** Whether it is done or released (or refused as lost). */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /**
+   * Aborts, with a {@link ClaimLost} as its reason, as soon as this
+   * consumer can no longer be sure that the message is still its own (a
+   * renewal was refused, none was confirmed within the lease, or Redis
+   * refused `done()` or `release()`). Never aborted by a `done()` or
+   * `release()` that succeeded.
+   */
+  get signal(): AbortSignal {
+    return this.#lease.controller.signal;
+  }
+
+  /**
+   * The payload as bytes (text as UTF-8).
+   *
+   * @returns The bytes.
+   */
+  bytes(): Promise<Uint8Array> {
+    return Promise.resolve(bytesOf(this.#payload));
+  }
+
+  /**
+   * The payload as text (bytes decoded as UTF-8).
+   *
+   * @returns The text.
+   */
+  text(): Promise<string> {
+    return Promise.resolve(textOf(this.#payload));
+  }
+
+  /**
+   * Finishes the work: the message leaves the queue (XACK and XDEL), if it
+   * is still this consumer's.
+   *
+   * @returns Once Redis has answered.
+   * @throws {ClaimLost} Its lease ended and another consumer took it over,
+   * or it is gone; the claim is finished either way.
+   * @throws {TypeError} The claim is already finished.
+   */
+  done(): Promise<void> {
+    return this.#finish(false, "finish");
+  }
+
+  /**
+   * Hands the message back for the next claim, on any host (after an
+   * error, say). That next handout counts as a delivery, so a message
+   * whose work always fails ends in the dead-letter stream when
+   * `maxDeliveries` is set.
+   *
+   * @returns Once Redis has answered.
+   * @throws {ClaimLost} Another consumer has it already, or it is gone.
+   * @throws {TypeError} The claim is already finished.
+   */
+  release(): Promise<void> {
+    return this.#finish(true, "release");
+  }
+
+  async #finish(release: boolean, verb: string): Promise<void> {
+    const describe = `message ${this.#id} of RedisQueue ${show(this.#queue)}`;
+    if (this.#finished) {
+      throw new TypeError(`Cannot ${verb} ${describe}: the claim is already done or released`);
+    }
+    this.#finished = true;
+    droppedClaims.unregister(this);
+    const refusal = await this.#lease.finish(release);
+    if (refusal === undefined) return;
+    const lost = new ClaimLost(`Cannot ${verb} ${describe}: ${refusal}`);
+    this.#lease.abort(lost);
+    throw lost;
+  }
+
+  /**
+   * Releases the message unless the claim is finished: for `await using`.
+   * A message that is no longer this consumer's is left alone.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#finished) return;
+    try {
+      await this.release();
+    } catch (e) {
+      if (!(e instanceof ClaimLost)) throw e;
+    }
+  }
+}
+
+/**
+ * The `FileStore` queue across hosts, on Redis Streams: `put()` from any
+ * host, `claim()` on any other, and a claim handle shaped like the
+ * `FileStore`'s (`done()`, `release()`, `await using`, `deliveries`), so
+ * that a worker loop moves from one host to many by changing its
+ * constructor. Each message goes to one consumer at a time; a claim is a
+ * lease (`ttl`) renewed while the claim is open, and a consumer that dies
+ * or stops renewing loses its message to the next claim once the lease
+ * has run out: at-least-once delivery. Messages handed out
+ * `maxDeliveries` times go to a dead-letter stream.
+ *
+ * One Redis stream per queue (`filestore:queue:{name}:stream`) with one
+ * consumer group; the `{name}` hash tag keeps all its keys in one Redis
+ * Cluster slot. A resolved `put()` is as durable as the server makes it:
+ * see the README ("Across hosts") for `appendonly` and `appendfsync`.
+ * Needs Redis 6.2 or later (XAUTOCLAIM).
+ *
+ * The example needs a Redis server, so `deno test --doc` does not run it
+ * here; `tests/redis_queue_test.ts` does the same against a real one.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { RedisQueue } from "@filestore/filestore/redis";
+ * import { createClient } from "redis";
+ *
+ * const client = await createClient({ url: process.env.REDIS_URL }).connect();
+ * await using queue = new RedisQueue(client, "thumbnails", { ttl: 30_000, maxDeliveries: 5 });
+ * await queue.put(JSON.stringify({ image: "cat.png" }));
+ * for await (const claim of queue.watch({ signal: AbortSignal.timeout(60_000) })) {
+ *   await using held = claim; // released on any error
+ *   await makeThumbnail(JSON.parse(await held.text()), held.signal);
+ *   await held.done();
+ * }
+ * ```
+ */
+export class RedisQueue implements AsyncDisposable {
+  #name: string;
+  #ttl: number;
+  #maxDeliveries: number;
+  #maxPayload: number;
+  #conn: Connection;
+  #pool: ReturnType<typeof poolOf>;
+  #keys: QueueKeys;
+  #consumer: string;
+  #ready: Promise<void> | undefined;
+  // Where the next look for messages past their lease starts in the
+  // pending list (XAUTOCLAIM's cursor).
+  #cursor = "0-0";
+
+  /**
+   * Makes a queue named `name`; nothing is sent until it is used.
+   *
+   * @param client A connected Redis client (see {@link RedisClientLike}).
+   * @param name The queue's name: the same name on every host is the same queue.
+   * @param options The lease, the dead-letter limit and the payload limit.
+   * @throws {TypeError} `client` is not a Redis client, `name` is not a
+   * string, or an option has the wrong type.
+   * @throws {RangeError} `name` is empty, too long or has a brace; an
+   * option is out of range.
+   *
+   * @example Bad arguments are refused before anything is sent
+   * ```ts
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   * import assert from "node:assert/strict";
+   *
+   * const client = { send: () => Promise.reject(new Error("not sent")), duplicate() {} };
+   * assert.throws(() => new RedisQueue(client, "jobs{1}"), RangeError);
+   * assert.throws(() => new RedisQueue(client, "jobs", { maxDeliveries: 0 }), RangeError);
+   * const queue = new RedisQueue(client, "jobs", { maxPayload: 10 });
+   * await assert.rejects(queue.put("more than ten bytes"), RangeError);
+   * await assert.rejects(queue.put(42 as never), TypeError);
+   * ```
+   */
+  constructor(client: RedisClientLike, name: string, options: RedisQueueOptions = {}) {
+    const what = "create RedisQueue";
+    checkClient(client, what);
+    this.#name = checkName(name, what);
+    checkOptions(options, what);
+    this.#ttl = checkTtl(options.ttl, what);
+    this.#maxDeliveries = checkNumber(
+      options.maxDeliveries,
+      what,
+      "maxDeliveries",
+      "a whole number >= 1 or Infinity",
+      { min: 1 },
+    ) ?? Infinity;
+    if (this.#maxDeliveries !== Infinity && !Number.isInteger(this.#maxDeliveries)) {
+      throw invalid(
+        RangeError,
+        what,
+        "maxDeliveries",
+        "a whole number >= 1 or Infinity",
+        this.#maxDeliveries,
+      );
+    }
+    this.#maxPayload = checkNumber(
+      options.maxPayload,
+      what,
+      "maxPayload",
+      `a whole number of bytes from 1 to ${MAX_PAYLOAD_LIMIT}`,
+      { min: 1, max: MAX_PAYLOAD_LIMIT, integer: true },
+    ) ?? DEFAULT_MAX_PAYLOAD;
+    this.#conn = connectionOf(client);
+    this.#pool = poolOf(client as object, this.#conn);
+    this.#keys = queueKeysOf(this.#name);
+    this.#consumer = `${rt.hostname()}:${rt.pid}:${randomHex(4)}`;
+  }
+
+  /** The queue's name. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** This instance's name as a consumer in Redis: "host:pid:random". */
+  get consumer(): string {
+    return this.#consumer;
+  }
+
+  /** The Redis key of the dead-letter stream (read it with XRANGE). */
+  get deadLetterKey(): string {
+    return this.#keys.dead;
+  }
+
+  /**
+   * Delivers `data` as a new message (XADD). It resolves once Redis has
+   * accepted it; whether it survives a server crash is up to the server's
+   * `appendfsync` setting.
+   *
+   * @param data The payload: text, or bytes.
+   * @returns The message's id (a stream id, such as `"1764000000000-0"`).
+   * @throws {TypeError} `data` is not a string or a Uint8Array.
+   * @throws {RangeError} `data` is larger than `maxPayload`; nothing is sent.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   *
+   * const client = new Bun.RedisClient(process.env.REDIS_URL);
+   * const id = await new RedisQueue(client, "mail").put(new TextEncoder().encode("hi"));
+   * console.log(`queued as ${id}`);
+   * client.close();
+   * ```
+   */
+  async put(data: string | Uint8Array): Promise<string> {
+    const what = `put to RedisQueue ${show(this.#name)}`;
+    if (typeof data !== "string" && !(data instanceof Uint8Array)) {
+      throw invalid(TypeError, what, "data", "a string or a Uint8Array", data);
+    }
+    const size = tooLarge(data, this.#maxPayload);
+    if (size !== undefined) {
+      throw new RangeError(
+        `Cannot ${what}: 'data' must be at most ${this.#maxPayload} bytes (maxPayload), got ${size} bytes`,
+      );
+    }
+    return String(await this.#conn.send("XADD", [this.#keys.stream, "*", ...fieldsOf(data)]));
+  }
+
+  /**
+   * Takes the oldest waiting message for this consumer: first one whose
+   * consumer stopped renewing its lease (or released it), else a new one.
+   * Resolves to `null` at once when none waits, as `FileStore.claim()`
+   * does, unless `timeout` says to wait for one.
+   *
+   * @param options How long to wait, and a signal to give up.
+   * @returns The claim, or `null`.
+   * @throws {TypeError} An option has the wrong type.
+   * @throws {RangeError} `timeout` is negative.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   * import Redis from "ioredis";
+   *
+   * const client = new Redis(process.env.REDIS_URL!);
+   * const queue = new RedisQueue(client, "mail");
+   * const claim = await queue.claim({ timeout: 5000 }); // null after 5 s without mail
+   * if (claim !== null) await claim.done();
+   * client.disconnect();
+   * ```
+   */
+  async claim(options?: RedisClaimOptions): Promise<RedisClaim | null> {
+    const what = `claim from RedisQueue ${show(this.#name)}`;
+    const timeout = checkNumber(
+      checkOptions(options, what)?.timeout,
+      what,
+      "timeout",
+      "a number of milliseconds >= 0, or Infinity",
+      { min: 0 },
+    ) ?? 0;
+    const signal = checkSignal(options?.signal, what);
+    signal?.throwIfAborted();
+    const first = await this.#take();
+    if (first !== null || timeout === 0) return first;
+    const start = performance.now();
+    const limit = deadline(timeout, signal);
+    let blocker: Blocker | undefined;
+    // A message handed to a read given up on its way back: handed back.
+    const late = (reply: unknown) => {
+      const entry = entryOfRead(reply);
+      if (entry === undefined) return;
+      queueScripts.release.run(this.#conn, this.#keys, [
+        GROUP,
+        this.#consumer,
+        entry[0],
+        RELEASED_IDLE,
+      ]).catch(() => {});
+    };
+    try {
+      for (;;) {
+        const left = timeout - (performance.now() - start);
+        if (left <= 0) return null;
+        // Messages of consumers that stopped renewing do not wake a
+        // blocked read: look for them again every quarter of a lease.
+        const ms = Math.max(1, Math.ceil(Math.min(left, this.#ttl / 4)));
+        if (blocker === undefined) {
+          const taking = this.#pool.take();
+          try {
+            blocker = await untilAbort(taking, limit.signal);
+          } catch (e) {
+            taking.then((b) => this.#pool.give(b), () => {});
+            if (limit.timedOut) return null;
+            throw e;
+          }
+        }
+        const sentAt = performance.now();
+        let reply: unknown;
+        try {
+          reply = await this.#pool.blockOn(
+            blocker,
+            "XREADGROUP",
+            [
+              ...["GROUP", GROUP, this.#consumer, "COUNT", "1", "BLOCK", String(ms + 1000)],
+              ...["STREAMS", this.#keys.stream, ">"],
+            ],
+            ms,
+            limit.signal,
+            late,
+          );
+        } catch (e) {
+          if (limit.timedOut) return null;
+          throw e;
+        }
+        if (blocker.broken) {
+          this.#pool.give(blocker);
+          blocker = undefined;
+        }
+        const entry = entryOfRead(reply);
+        if (entry !== undefined) {
+          await queueScripts.stamp.run(this.#conn, this.#keys, [entry[0], this.#consumer]);
+          return this.#grant(entry[0], entry[1], 1, sentAt);
+        }
+        const next = await this.#take();
+        if (next !== null) return next;
+      }
+    } finally {
+      limit[Symbol.dispose]();
+      if (blocker !== undefined) this.#pool.give(blocker);
+    }
+  }
+
+  /**
+   * Claims each message as it arrives, for as long as the iteration runs:
+   * `claim()` waiting without a timeout, in a loop. Finish each claim
+   * before taking the next (`await using` inside the loop does).
+   *
+   * @param options `signal` ends the iteration.
+   * @returns An async iterable of claims.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   *
+   * const client = new Bun.RedisClient(process.env.REDIS_URL);
+   * const queue = new RedisQueue(client, "mail");
+   * for await (const claim of queue.watch({ signal: AbortSignal.timeout(10_000) })) {
+   *   await using held = claim;
+   *   console.log(await held.text());
+   *   await held.done();
+   * }
+   * client.close();
+   * ```
+   */
+  async *watch(options?: RedisWatchOptions): AsyncIterableIterator<RedisClaim> {
+    const what = `watch RedisQueue ${show(this.#name)}`;
+    const signal = checkSignal(checkOptions(options, what)?.signal, what);
+    for (;;) {
+      let claim: RedisClaim | null;
+      try {
+        claim = await this.claim({ timeout: Infinity, ...(signal ? { signal } : {}) });
+      } catch (e) {
+        if (signal?.aborted && e === signal.reason) return;
+        throw e;
+      }
+      if (claim !== null) yield claim;
+    }
+  }
+
+  /**
+   * What the queue holds: the messages waiting (new, released, or past
+   * their consumer's lease), those claimed (by whom, since when), and how
+   * many are in the dead-letter stream.
+   *
+   * @param options `limit`: at most this many of each kind.
+   * @returns The listing.
+   * @throws {RangeError} `limit` is not a positive integer.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   *
+   * const client = new Bun.RedisClient(process.env.REDIS_URL);
+   * const { waiting, claimed } = await new RedisQueue(client, "mail").list();
+   * for (const c of claimed) console.log(`${c.id}: ${c.consumer} since ${c.since?.toISOString()}`);
+   * console.log(`${waiting.length} waiting`);
+   * client.close();
+   * ```
+   */
+  async list(options?: RedisListOptions): Promise<RedisQueueList> {
+    const what = `list RedisQueue ${show(this.#name)}`;
+    const limit = checkNumber(
+      checkOptions(options, what)?.limit,
+      what,
+      "limit",
+      "a positive integer",
+      { min: 1, max: 2 ** 31 - 1, integer: true },
+    ) ?? 1000;
+    const reply = await this.#withGroup(() =>
+      queueScripts.list.run(this.#conn, this.#keys, [GROUP, String(limit)])
+    ) as [string[], [string, string, number, number][], string[], number];
+    const [fresh, pending, stamps, dead] = reply;
+    const waiting: RedisWaitingMessage[] = [];
+    const claimed: RedisClaimedMessage[] = [];
+    for (const [i, [id, consumer, idle, count]] of pending.entries()) {
+      if (Number(idle) >= this.#ttl) {
+        waiting.push({ id: String(id), deliveries: Number(count) });
+        continue;
+      }
+      const stamp = String(stamps[i] ?? "");
+      const since = stamp === "" ? undefined : new Date(Number(stamp.split(" ")[0]));
+      claimed.push({
+        id: String(id),
+        consumer: String(consumer),
+        since,
+        deliveries: Number(count),
+      });
+    }
+    return {
+      waiting: [...waiting, ...fresh.map((id) => ({ id: String(id), deliveries: 0 }))].slice(
+        0,
+        limit,
+      ),
+      claimed,
+      dead: Number(dead),
+    };
+  }
+
+  /**
+   * Leaves the queue: removes this consumer's name from the consumer group
+   * if it holds no message (one that does stays, so that its messages are
+   * taken over after their lease). The client stays open: it is yours.
+   *
+   * @returns Once Redis has answered.
+   *
+   * @example Usage
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   *
+   * const client = new Bun.RedisClient(process.env.REDIS_URL);
+   * const queue = new RedisQueue(client, "mail");
+   * await queue.close();
+   * client.close();
+   * ```
+   */
+  async close(): Promise<void> {
+    if (this.#ready === undefined) return;
+    try {
+      await queueScripts.forget.run(this.#conn, this.#keys, [GROUP, this.#consumer]);
+    } catch (e) {
+      if (!isNoGroup(e)) throw e;
+    }
+  }
+
+  /** Leaves the queue, for `await using`; see {@link RedisQueue.prototype.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // Makes the stream and the group unless they exist; from id 0, so that
+  // messages put before any consumer came are not skipped.
+  #ensure(): Promise<void> {
+    this.#ready ??= this.#conn.send("XGROUP", [
+      "CREATE",
+      this.#keys.stream,
+      GROUP,
+      "0",
+      "MKSTREAM",
+    ]).then(() => {}, (e) => {
+      if (e instanceof Error && e.message.startsWith("BUSYGROUP")) return;
+      this.#ready = undefined;
+      throw e;
+    });
+    return this.#ready;
+  }
+
+  // Runs `fn`, making the group first, and again when Redis lost it (a
+  // restart without persistence, a DEL).
+  async #withGroup<T>(fn: () => Promise<T>): Promise<T> {
+    await this.#ensure();
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isNoGroup(e)) throw e;
+      this.#ready = undefined;
+      await this.#ensure();
+      return await fn();
+    }
+  }
+
+  async #take(): Promise<RedisClaim | null> {
+    const sentAt = performance.now();
+    const max = this.#maxDeliveries === Infinity ? "0" : String(this.#maxDeliveries);
+    const [id, fields, deliveries, cursor] = await this.#withGroup(() =>
+      queueScripts.take.run(this.#conn, this.#keys, [
+        GROUP,
+        this.#consumer,
+        String(this.#ttl),
+        max,
+        this.#cursor,
+      ])
+    ) as [string, unknown, number, string];
+    this.#cursor = String(cursor);
+    if (id === "" || id === null) return null;
+    return this.#grant(String(id), fields, Number(deliveries), sentAt);
+  }
+
+  #grant(id: string, fields: unknown, deliveries: number, sentAt: number): RedisClaim {
+    const describe = `message ${id} of RedisQueue ${show(this.#name)}`;
+    const lease = new MessageLease(
+      this.#conn,
+      this.#keys,
+      this.#consumer,
+      id,
+      this.#ttl,
+      sentAt,
+      describe,
+    );
+    grantedClaim = { queue: this.#name, id, payload: payloadOf(fields), deliveries, lease };
+    return new RedisClaim();
   }
 }

@@ -18,7 +18,10 @@ export interface RedisServer {
   readonly port: number;
   /** Whether it is ours (then it may be restarted and must be stopped). */
   readonly own: boolean;
-  /** Stops the server (losing its data: no persistence) and starts it again on the same port. */
+  /**
+   * Kills the server (SIGKILL: losing its data unless it was started with
+   * persistence) and starts it again on the same port and directory.
+   */
   restart(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -70,10 +73,14 @@ export const skip: string | undefined = process.env.REDIS_URL || hasRedisServer(
   ? undefined
   : "no redis-server on PATH and no REDIS_URL (scripts/setup.sh installs it as root)";
 
-/** Starts (or, with REDIS_URL, names) the server. */
-export async function startRedis(): Promise<RedisServer> {
+/**
+ * Starts (or, with REDIS_URL, names) the server. `extra` arguments (such as
+ * `--appendonly yes`) start a server of our own whatever REDIS_URL says;
+ * its restart keeps the directory, and with it what was persisted.
+ */
+export async function startRedis(extra: readonly string[] = []): Promise<RedisServer> {
   const given = process.env.REDIS_URL;
-  if (given) {
+  if (given && extra.length === 0) {
     const port = Number(new URL(given).port || 6379);
     return {
       url: given,
@@ -100,6 +107,7 @@ export async function startRedis(): Promise<RedisServer> {
       dir,
       "--logfile",
       join(dir, "redis.log"),
+      ...extra,
     ], { stdio: "ignore" });
     if (!await until(() => ping(port), 10_000)) {
       throw new Error(`redis-server on port ${port} did not start`);

@@ -1,7 +1,15 @@
 // A Node user's program with ./redis, type-checked by `tsc` with only
 // @types/node and the clients' own types: node-redis and ioredis clients
 // are accepted as they are, without a cast, and the lease's token is a bigint.
-import { AlreadyLocked, LockLost, RedisLock, RedisSemaphore } from "../../redis.ts";
+import {
+  AlreadyLocked,
+  ClaimLost,
+  LockLost,
+  type RedisClaim,
+  RedisLock,
+  RedisQueue,
+  RedisSemaphore,
+} from "../../redis.ts";
 import { createClient } from "redis";
 import { Redis } from "ioredis";
 
@@ -22,4 +30,19 @@ export async function main(url: string): Promise<void> {
   console.log(token + 1n, slots.maximum, lock.locked);
   // @ts-expect-error: a name is a string
   new RedisLock(ioredis, 42);
+  await using queue = new RedisQueue(ioredis, "consumer", { ttl: 5000, maxDeliveries: 3 });
+  const id: string = await queue.put(new Uint8Array([1, 2]));
+  const claim: RedisClaim | null = await queue.claim({ timeout: 1000 });
+  if (claim !== null) {
+    const text: string = await claim.text();
+    try {
+      await claim.done();
+    } catch (e) {
+      if (e instanceof ClaimLost) console.log(e.message);
+    }
+    console.log(id, text, claim.deliveries);
+  }
+  for await (const next of new RedisQueue(nodeRedis, "consumer").watch()) await next.release();
+  // @ts-expect-error: a payload is text or bytes
+  await queue.put(42);
 }

@@ -1,0 +1,526 @@
+// Tests of RedisQueue against a real redis-server (tests/_redis.ts starts
+// one, or REDIS_URL names one), with each client the runtime can run, and
+// producers and consumers of all three runtimes for the cross-process cases.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { ClaimLost, RedisQueue } from "../redis.ts";
+import {
+  CLIENT_KINDS,
+  type ClientKind,
+  connect,
+  type RedisServer,
+  skip,
+  startRedis,
+  type TestClient,
+} from "./_redis.ts";
+import { type Child, type Runtime, RUNTIMES, sleep, start } from "./_util.ts";
+
+const server: RedisServer | undefined = skip === undefined ? await startRedis() : undefined;
+after(() => server?.stop());
+const needs = skip === undefined ? {} : { skip };
+if (skip !== undefined) console.log(`# Redis queue tests skipped: ${skip}`);
+const CHILD = "tests/fixtures/redis_queue_child.ts";
+let serial = 0;
+function fresh(what: string): string {
+  return `test:q:${what}:${process.pid}:${Date.now()}:${serial++}`;
+}
+
+async function withClient(kind: ClientKind, fn: (c: TestClient) => Promise<void>): Promise<void> {
+  const c = await connect(kind, server!.url);
+  try {
+    await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+// The client a child of `runtime` uses, varied across children.
+function clientFor(runtime: Runtime, i: number): ClientKind {
+  if (runtime === "bun" && i % 3 === 0) return "bun";
+  return i % 2 === 0 ? "node-redis" : "ioredis";
+}
+
+// ---------------------------------------------------------------------------
+// Arguments: checked before anything is sent (no server needed).
+
+test("RedisQueue refuses bad names, options and payloads before anything is sent", async () => {
+  const sent: string[] = [];
+  const client = {
+    send(command: string) {
+      sent.push(command);
+      return Promise.reject(new Error("must not be sent"));
+    },
+    duplicate() {
+      throw new Error("must not be duplicated");
+    },
+  };
+  const cases: [string, () => unknown, ErrorConstructor | RangeErrorConstructor][] = [
+    ["no client", () => new RedisQueue(undefined as never, "a"), TypeError],
+    ["a number as name", () => new RedisQueue(client, 5 as never), TypeError],
+    ["an empty name", () => new RedisQueue(client, ""), RangeError],
+    ["a name with a brace", () => new RedisQueue(client, "a}"), RangeError],
+    ["ttl too short", () => new RedisQueue(client, "a", { ttl: 50 }), RangeError],
+    ["ttl a string", () => new RedisQueue(client, "a", { ttl: "1" as never }), TypeError],
+    ["maxDeliveries 0", () => new RedisQueue(client, "a", { maxDeliveries: 0 }), RangeError],
+    ["maxDeliveries 1.5", () => new RedisQueue(client, "a", { maxDeliveries: 1.5 }), RangeError],
+    ["maxPayload 0", () => new RedisQueue(client, "a", { maxPayload: 0 }), RangeError],
+    ["maxPayload huge", () => new RedisQueue(client, "a", { maxPayload: 2 ** 40 }), RangeError],
+    [
+      "maxPayload a string",
+      () => new RedisQueue(client, "a", { maxPayload: "1" as never }),
+      TypeError,
+    ],
+    ["options a number", () => new RedisQueue(client, "a", 3 as never), TypeError],
+  ];
+  for (const [what, make, Class] of cases) {
+    assert.throws(make, (e: unknown) => {
+      assert.ok(e instanceof Class, `${what}: expected ${Class.name}, got ${e}`);
+      assert.match((e as Error).message, /^Cannot create RedisQueue: '/, what);
+      return true;
+    });
+  }
+  const queue = new RedisQueue(client, "a", { maxPayload: 8 });
+  await assert.rejects(queue.put(7 as never), TypeError);
+  await assert.rejects(queue.put(new ArrayBuffer(2) as never), TypeError);
+  await assert.rejects(
+    queue.put("123456789"),
+    /^RangeError: Cannot put to RedisQueue "a": 'data' must be at most 8 bytes \(maxPayload\), got 9 bytes$/,
+  );
+  // Eight characters, but more than eight bytes in UTF-8.
+  await assert.rejects(queue.put("ééééé"), RangeError);
+  await assert.rejects(queue.put(new Uint8Array(9)), RangeError);
+  await assert.rejects(queue.claim({ timeout: -1 }), RangeError);
+  await assert.rejects(queue.claim({ signal: {} as never }), TypeError);
+  await assert.rejects(queue.list({ limit: 0 }), RangeError);
+  assert.deepEqual(sent, []);
+  // The default limit is 1 MiB.
+  await assert.rejects(
+    new RedisQueue(client, "a").put(new Uint8Array(1024 * 1024 + 1)),
+    RangeError,
+  );
+  assert.deepEqual(sent, []);
+});
+
+// ---------------------------------------------------------------------------
+// One process, each client.
+
+for (const kind of CLIENT_KINDS) {
+  test(
+    `RedisQueue (${kind}): put, claim, done and release, in order, text and bytes`,
+    needs,
+    async () => {
+      await withClient(kind, async ({ client }) => {
+        await using queue = new RedisQueue(client, fresh("basic"));
+        assert.equal(await queue.claim(), null);
+        const first = await queue.put("één");
+        const bytes = new Uint8Array([0, 255, 128, 10]);
+        await queue.put(bytes);
+        {
+          await using claim = (await queue.claim())!;
+          assert.equal(claim.id, first);
+          assert.equal(claim.name, first);
+          assert.equal(await claim.text(), "één");
+          assert.equal(claim.deliveries, 1);
+          await claim.done();
+          assert.ok(claim.finished);
+          await assert.rejects(claim.done(), TypeError);
+        }
+        {
+          // Dropped by `await using` without done(): handed back.
+          await using claim = (await queue.claim())!;
+          assert.deepEqual(await claim.bytes(), bytes);
+        }
+        const again = (await queue.claim())!;
+        assert.deepEqual(await again.bytes(), bytes);
+        assert.equal(again.deliveries, 2);
+        await again.done();
+        assert.equal(await queue.claim(), null);
+        const listed = await queue.list();
+        assert.deepEqual(listed, { waiting: [], claimed: [], dead: 0 });
+      });
+    },
+  );
+
+  test(
+    `RedisQueue (${kind}): list shows what waits and who holds what since when`,
+    needs,
+    async () => {
+      await withClient(kind, async ({ client }) => {
+        const name = fresh("list");
+        await using producer = new RedisQueue(client, name);
+        await using consumer = new RedisQueue(client, name);
+        const ids = [await producer.put("a"), await producer.put("b"), await producer.put("c")];
+        const before = Date.now();
+        await using claim = (await consumer.claim())!;
+        const { waiting, claimed, dead } = await producer.list();
+        assert.deepEqual(waiting, [{ id: ids[1], deliveries: 0 }, { id: ids[2], deliveries: 0 }]);
+        assert.equal(claimed.length, 1);
+        assert.equal(claimed[0]!.id, ids[0]);
+        assert.equal(claimed[0]!.consumer, consumer.consumer);
+        assert.match(consumer.consumer, new RegExp(`:${process.pid}:[0-9a-f]{8}$`));
+        assert.equal(claimed[0]!.deliveries, 1);
+        // The server's clock and ours, on one host: within a few seconds.
+        assert.ok(
+          Math.abs(claimed[0]!.since!.getTime() - before) < 5000,
+          String(claimed[0]!.since),
+        );
+        assert.equal(dead, 0);
+        await claim.release();
+        const after = await producer.list();
+        assert.deepEqual(after.waiting.map((w) => w.id), ids);
+        assert.deepEqual(after.claimed, []);
+      });
+    },
+  );
+
+  test(
+    `RedisQueue (${kind}): a blocked claim is woken by a put, and gives up on its signal`,
+    needs,
+    async () => {
+      await withClient(kind, async ({ client }) => {
+        const name = fresh("wait");
+        // A long lease: a claim that re-read on its lease's clock would time out.
+        await using queue = new RedisQueue(client, name, { ttl: 600_000 });
+        const waiting = queue.claim({ timeout: 20_000 });
+        await sleep(50);
+        const id = await new RedisQueue(client, name).put("wake");
+        const claim = (await waiting)!;
+        assert.equal(claim.id, id);
+        await claim.done();
+        const controller = new AbortController();
+        const given = queue.claim({ timeout: Infinity, signal: controller.signal });
+        await sleep(50);
+        controller.abort(new Error("enough"));
+        await assert.rejects(given, /enough/);
+        assert.equal(await queue.claim({ timeout: 100 }), null);
+        // A message put now is not lost to the given-up reads.
+        await queue.put("after");
+        const later = (await queue.claim({ timeout: 10_000 }))!;
+        assert.equal(await later.text(), "after");
+        await later.done();
+      });
+    },
+  );
+
+  test(
+    `RedisQueue (${kind}): a message past maxDeliveries goes to the dead-letter stream`,
+    needs,
+    async (t) => {
+      await withClient(kind, async (c) => {
+        const name = fresh("dead");
+        const ttl = 200;
+        await using queue = new RedisQueue(c.client, name, { ttl, maxDeliveries: 3 });
+        const id = await queue.put("poison");
+        for (let delivery = 1; delivery <= 3; delivery++) {
+          const claim = (await queue.claim({ timeout: 10_000 }))!;
+          assert.equal(claim.id, id);
+          assert.equal(claim.deliveries, delivery);
+          // Work that always fails: handed back (by `await using` in a worker).
+          await claim.release();
+        }
+        assert.equal(await queue.claim(), null);
+        const listed = await queue.list();
+        assert.deepEqual([listed.waiting, listed.claimed, listed.dead], [[], [], 1]);
+        const entries = await c.send("XRANGE", queue.deadLetterKey, "-", "+") as unknown[][];
+        const fields = (entries[0]![1] as unknown[]).map(String);
+        assert.deepEqual(fields, ["id", id, "deliveries", "3", "s", "poison"]);
+        t.diagnostic(`dead letter: ${fields.join(" ")}`);
+      });
+    },
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Processes of all three runtimes.
+
+const COUNT = Number(process.env.REDIS_QUEUE_COUNT ?? 20_000);
+
+async function results(name: string): Promise<Map<string, number>> {
+  const c = await connect(CLIENT_KINDS[0]!, server!.url);
+  try {
+    const flat = (await c.send("HGETALL", `${name}:results`)) as unknown;
+    const map = new Map<string, number>();
+    if (Array.isArray(flat)) {
+      for (let i = 0; i < flat.length; i += 2) map.set(String(flat[i]), Number(flat[i + 1]));
+    } else {
+      for (const [k, v] of Object.entries(flat as Record<string, unknown>)) map.set(k, Number(v));
+    }
+    return map;
+  } finally {
+    await c.close();
+  }
+}
+
+async function nothingLeft(name: string): Promise<void> {
+  await withClient(CLIENT_KINDS[0]!, async ({ client }) => {
+    const listed = await new RedisQueue(client, name).list();
+    assert.deepEqual(listed, { waiting: [], claimed: [], dead: 0 });
+  });
+}
+
+async function stopAll(consumers: Child[]): Promise<void> {
+  for (const c of consumers) c.send("stop");
+  for (const c of consumers) assert.equal(await c.exited, 0, c.output());
+}
+
+test(
+  `RedisQueue: 2 producers and 8 consumers of the three runtimes, ${COUNT} messages, each done exactly once`,
+  needs,
+  async () => {
+    const name = fresh("many");
+    const consumers: Child[] = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        const runtime = RUNTIMES[i % 3]!;
+        consumers.push(
+          start(runtime, CHILD, ["consume", server!.url, clientFor(runtime, i), name, "10000"]),
+        );
+      }
+      for (const c of consumers) await c.line("ready", 60_000);
+      const half = Math.floor(COUNT / 2);
+      const producers = [
+        start("node", CHILD, ["produce", server!.url, "ioredis", name, "0", String(half)]),
+        start("bun", CHILD, ["produce", server!.url, "bun", name, String(half), String(COUNT)]),
+      ];
+      for (const p of producers) await p.line("produced", 120_000);
+      let done = new Map<string, number>();
+      for (let i = 0; i < 1200 && done.size < COUNT; i++) {
+        await sleep(100);
+        done = await results(name);
+      }
+      await stopAll(consumers);
+      done = await results(name);
+      assert.equal(done.size, COUNT);
+      for (const [payload, times] of done) assert.equal(times, 1, `${payload} done ${times} times`);
+      const counts = consumers.map((c) => c.output().split("\nclaimed ").length - 1);
+      console.log(`# claims per consumer: ${counts.join(" ")}`);
+      await nothingLeft(name);
+    } finally {
+      for (const c of consumers) c.kill("SIGKILL");
+    }
+  },
+);
+
+const KILLS = Number(process.env.REDIS_QUEUE_KILLS ?? 50);
+
+// Resolves once `child` prints a "claimed" line after the first `from`
+// characters of its output.
+async function claimedAfter(child: Child, from: number): Promise<void> {
+  for (let i = 0; i < 12_000; i++) {
+    if (/(^|\n)claimed /.test(child.output().slice(from))) return;
+    if (child.process.exitCode !== null) throw new Error(`consumer exited: ${child.output()}`);
+    await sleep(2);
+  }
+  throw new Error("no claim within 24 s");
+}
+
+test(
+  `RedisQueue: ${KILLS} consumers SIGKILLed while holding claims, every message still done, duplicates <= kills`,
+  needs,
+  async () => {
+    const name = fresh("kills");
+    const ttl = 1000;
+    const consumers: Child[] = [];
+    let started = 0;
+    const startConsumer = () => {
+      const runtime = RUNTIMES[started % 3]!;
+      const child = start(runtime, CHILD, [
+        "consume",
+        server!.url,
+        clientFor(runtime, started),
+        name,
+        String(ttl),
+        "10",
+      ]);
+      started++;
+      consumers.push(child);
+      return child;
+    };
+    const c = await connect(CLIENT_KINDS[0]!, server!.url);
+    try {
+      const queue = new RedisQueue(c.client, name);
+      let total = 0;
+      // Keeps work waiting, so that every kill lands on a busy consumer.
+      const topUp = async () => {
+        if ((await queue.list({ limit: 200 })).waiting.length >= 100) return;
+        const puts = [];
+        for (let i = 0; i < 200; i++) puts.push(queue.put(`m${total++}`));
+        await Promise.all(puts);
+      };
+      await topUp();
+      for (let i = 0; i < 4; i++) startConsumer();
+      let kills = 0;
+      while (kills < KILLS) {
+        await topUp();
+        const victim = consumers.find((c) => c.process.exitCode === null && !c.process.killed)!;
+        await claimedAfter(victim, victim.output().length);
+        victim.kill("SIGKILL");
+        await victim.exited;
+        kills++;
+        startConsumer();
+      }
+      let done = new Map<string, number>();
+      for (let i = 0; i < 1200 && done.size < total; i++) {
+        await sleep(100);
+        done = await results(name);
+      }
+      const live = consumers.filter((c) => c.process.exitCode === null && !c.process.killed);
+      await stopAll(live);
+      done = await results(name);
+      assert.equal(done.size, total, "every message done");
+      let twice = 0;
+      for (const times of done.values()) twice += times - 1;
+      const refused = consumers.reduce((n, c) => n + c.output().split("\nrefused ").length - 1, 0);
+      // Claims of a message that a killed consumer held.
+      const redelivered = consumers.reduce(
+        (n, c) => n + (c.output().match(/^claimed \S+ [2-9]\d*$/gm)?.length ?? 0),
+        0,
+      );
+      console.log(
+        `# ${kills} kills, ${total} messages: ${redelivered} redelivered, ${twice} done more than once, ${refused} done() refused`,
+      );
+      assert.ok(redelivered > 0, "the kills landed on held claims");
+      assert.ok(twice <= kills, `${twice} duplicates for ${kills} kills`);
+      await nothingLeft(name);
+    } finally {
+      for (const child of consumers) child.kill("SIGKILL");
+      await c.close();
+    }
+  },
+);
+
+for (const runtime of RUNTIMES) {
+  test(
+    `RedisQueue (${runtime}): a consumer stopped past its lease loses its message to another, and its done is refused`,
+    needs,
+    async () => {
+      const name = fresh("sigstop");
+      const ttl = 500;
+      await withClient(CLIENT_KINDS[0]!, async ({ client }) => {
+        await using queue = new RedisQueue(client, name, { ttl });
+        const id = await queue.put("stopped work");
+        const stopped = start(runtime, CHILD, [
+          "hold",
+          server!.url,
+          clientFor(runtime, 1),
+          name,
+          String(ttl),
+        ]);
+        try {
+          assert.equal((await stopped.line(/^claimed /)).split(" ")[1], id);
+          process.kill(stopped.pid, "SIGSTOP");
+          // Within the lease it is not handed out; after it, it is.
+          const next = (await queue.claim({ timeout: 10_000 }))!;
+          assert.equal(next.id, id);
+          assert.equal(next.deliveries, 2);
+          process.kill(stopped.pid, "SIGCONT");
+          stopped.send("done");
+          const refused = await stopped.line(/^(refused|done)/, 10_000);
+          assert.match(
+            refused,
+            new RegExp(
+              `^refused ClaimLost: Cannot finish message ${id} of RedisQueue "${name}": its lease ended and consumer '${queue.consumer}' has taken it over \\(delivery 2\\)$`,
+            ),
+          );
+          assert.equal(await stopped.exited, 0);
+          assert.match(stopped.output(), /^lost (Lost|Cannot finish) message /m);
+          await next.done();
+          assert.deepEqual(await queue.list(), { waiting: [], claimed: [], dead: 0 });
+        } finally {
+          stopped.kill("SIGKILL");
+        }
+      });
+    },
+  );
+}
+
+test(
+  "RedisQueue: a resolved put survives redis-server SIGKILLed at once (appendonly yes, appendfsync always)",
+  {
+    skip: skip ?? (server?.own ? undefined : "REDIS_URL names a server; this test starts its own"),
+  },
+  async () => {
+    const durable = await startRedis(["--appendonly", "yes", "--appendfsync", "always"]);
+    try {
+      for (const kind of CLIENT_KINDS) {
+        const name = fresh("durable");
+        const c = await connect(kind, durable.url);
+        let id: string;
+        try {
+          id = await new RedisQueue(c.client, name).put(`kept by ${kind}`);
+          // As soon as put resolved: the server is SIGKILLed and started again
+          // on the same directory.
+          await durable.restart();
+        } finally {
+          await c.close();
+        }
+        await withDurable(durable, kind, async (client) => {
+          const claim = (await new RedisQueue(client, name).claim({ timeout: 5000 }))!;
+          assert.ok(claim !== null, `${kind}: the message was lost`);
+          assert.equal(claim.id, id);
+          assert.equal(await claim.text(), `kept by ${kind}`);
+          await claim.done();
+        });
+      }
+    } finally {
+      await durable.stop();
+    }
+  },
+);
+
+async function withDurable(
+  s: RedisServer,
+  kind: ClientKind,
+  fn: (client: TestClient["client"]) => Promise<void>,
+): Promise<void> {
+  const c = await connect(kind, s.url);
+  try {
+    await fn(c.client);
+  } finally {
+    await c.close();
+  }
+}
+
+test(
+  "RedisQueue: after redis-server lost everything in a restart, the queue works again and a stale done is refused",
+  {
+    skip: skip ?? (server?.own ? undefined : "REDIS_URL names a server the tests may not restart"),
+  },
+  async () => {
+    const clients = await Promise.all(CLIENT_KINDS.map((kind) => connect(kind, server!.url)));
+    try {
+      const name = fresh("restart");
+      const queues = clients.map((c) => new RedisQueue(c.client, name, { ttl: 1000 }));
+      await queues[0]!.put("before");
+      const held = (await queues[0]!.claim())!;
+      await server!.restart();
+      // The stream and its group are gone: the next use makes them again.
+      for (const [i, queue] of queues.entries()) {
+        const id = await retried(() => queue.put(`after ${i}`));
+        const claim = (await queue.claim({ timeout: 10_000 }))!;
+        assert.equal(claim.id, id);
+        await claim.done();
+      }
+      await assert.rejects(held.done(), (e: unknown) => {
+        assert.ok(e instanceof ClaimLost, String(e));
+        assert.match(e.message, /it is no longer pending/);
+        return true;
+      });
+    } finally {
+      for (const c of clients) await c.close();
+    }
+  },
+);
+
+// The clients reconnect by themselves after a restart; the first command
+// may fail while they do.
+async function retried<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i === 50) throw e;
+      await sleep(100);
+    }
+  }
+}

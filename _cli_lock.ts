@@ -16,7 +16,8 @@ import { fileOf, type OpenFile } from "./_file.ts";
 import { type LockHolderProcess, lockHolders } from "./_holders.ts";
 import { Lock } from "./_lock.ts";
 import { rt } from "./_runtime.ts";
-import { AlreadyLocked, PermissionDenied } from "./errors.ts";
+import { heldBy } from "./_check.ts";
+import { AlreadyLocked, type LockHolder, PermissionDenied } from "./errors.ts";
 
 const LOCK_OPTIONS: readonly OptionSpec[] = [
   { short: "s", long: "shared" },
@@ -233,9 +234,10 @@ export function refusal(file: string): string {
   } catch {
     holders = undefined;
   }
-  const named = pidInFile(file);
   if (holders === undefined || holders.length === 0) {
-    return named ? `locked; the file names ${named}` : `locked (${noProcLocks()})`;
+    // Only then is the file's own word worth reading.
+    const named = holderInFile(file);
+    return named ? `locked; the file says ${heldBy(named)}` : `locked (${noProcLocks()})`;
   }
   const each = holders.map((h) => {
     const since = h.startedAt ? `, running since ${h.startedAt.toISOString()}` : "";
@@ -255,10 +257,11 @@ function commandOf(h: LockHolderProcess): string {
 }
 
 // A holder that ran with --pid (or a zc.lockfile user) wrote " PID HOST".
-function pidInFile(file: string): string | undefined {
+function holderInFile(file: string): LockHolder | undefined {
   try {
     const m = /^ ?(\d+)(?:[ /](\S+))?/.exec(readFileSync(file, "utf8").slice(0, 300));
-    return m ? `pid ${m[1]}${m[2] ? ` on ${m[2]}` : ""}` : undefined;
+    if (!m) return undefined;
+    return m[2] === undefined ? { pid: Number(m[1]) } : { pid: Number(m[1]), hostname: m[2] };
   } catch {
     return undefined;
   }

@@ -69,6 +69,9 @@ export function flockHoldersOf(info: FileInfo): number[] | undefined {
   return flockEntriesOf(info)?.map((e) => e.pid);
 }
 
+// The boot time, in ms since the epoch, read once: it does not change.
+let bootedAt: number | undefined;
+
 /** What /proc says of a process: its command line and when it started; undefined parts it would not tell. */
 export function processOf(pid: number): { command?: string; startedAt?: Date } {
   const out: { command?: string; startedAt?: Date } = {};
@@ -84,9 +87,9 @@ export function processOf(pid: number): { command?: string; startedAt?: Date } {
     // The kernel reports ticks in USER_HZ, 100 on every Linux.
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-    const btime = /^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"));
-    if (btime && Number.isFinite(ticks)) {
-      out.startedAt = new Date(Number(btime[1]) * 1000 + ticks * 10);
+    bootedAt ??= Number(/^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"))?.[1]) * 1000;
+    if (Number.isFinite(bootedAt) && Number.isFinite(ticks)) {
+      out.startedAt = new Date(bootedAt + ticks * 10);
     }
   } catch { /* gone, or hidden from us */ }
   return out;

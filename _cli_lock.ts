@@ -188,7 +188,7 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
   // Without -o the command holds the lock too, through the same open file,
   // as under flock(1): what it leaves running keeps it after it exits, so
   // this process then lets its own descriptor go without unlocking.
-  const inherit = options.has("close") || rt.name === "deno" ? undefined : raw.fd;
+  const inherit = options.has("close") || !rt.passesFiles ? undefined : raw.fd;
   try {
     return await runCommand(argv, inherit);
   } finally {
@@ -268,7 +268,5 @@ function holderInFile(file: string): LockHolder | undefined {
 }
 
 function noProcLocks(): string {
-  return rt.name === "deno"
-    ? "/proc/locks cannot be read (Linux only; Deno needs --allow-all for it)"
-    : "/proc/locks cannot be read (Linux only)";
+  return "/proc/locks cannot be read (Linux only; Deno opens it only with --allow-all)";
 }

@@ -145,7 +145,7 @@ export async function claimCommand(args: readonly string[]): Promise<number> {
   // As `filestore lock` does, the command holds the claim's lock too
   // (Bun, Node; Deno cannot pass a descriptor on): if this process is
   // killed, the message is not handed out again while the command runs.
-  const inherit = rt.name === "deno" ? undefined : claimFile(claim).fd;
+  const inherit = rt.passesFiles ? claimFile(claim).fd : undefined;
   let status: number;
   try {
     status = await runCommand([...argv, claim.path], inherit);

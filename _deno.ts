@@ -117,6 +117,7 @@ export function denoRuntime(): Impl {
     name: "deno",
     // Deno's open has no O_NOFOLLOW: _open.ts checks by lstat and fstat.
     noFollow: false,
+    passesFiles: false,
     uid() {
       // Deno.uid() needs --allow-sys; /proc/self belongs to this process's
       // effective user too, and needs only --allow-read.

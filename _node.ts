@@ -78,6 +78,7 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
   return {
     name,
     noFollow: C.O_NOFOLLOW !== undefined,
+    passesFiles: true,
     uid: () => process.geteuid?.(),
     readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
     pid: process.pid,

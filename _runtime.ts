@@ -107,6 +107,12 @@ export interface Runtime {
   readonly name: RuntimeName;
   /** Whether `open` honours `OpenFlags.noFollow` (O_NOFOLLOW); elsewhere _open.ts checks. */
   readonly noFollow: boolean;
+  /**
+   * Whether a child process can be handed one of this process's open files
+   * (and so hold its lock): not on Deno, whose child processes get only the
+   * standard streams.
+   */
+  readonly passesFiles: boolean;
   /** The effective user id, or undefined where there is none (Windows) or it may not be read. */
   uid(): number | undefined;
   readlinkSync(path: string): string;

@@ -59,9 +59,51 @@ function* openExisting(path: string, flags: OpenFlags): Steps<RawFile> {
   return yield* step("open", path, existing);
 }
 
+// Whether `b` is the file `a` describes, untouched since: the same inode,
+// owner, mode, size and modification time. An inode number used again for
+// a newer file would differ in its modification time.
+function unchanged(a: FileInfo, b: FileInfo): boolean {
+  return sameFile(a, b) && a.isFile && b.isFile && a.mtimeMs === b.mtimeMs &&
+    a.size === b.size && a.uid === b.uid && a.mode === b.mode;
+}
+
+// Deno, where `known` describes the file that an earlier open of the same
+// path checked in full: the open may go straight to the file, and whatever
+// it reached through is harmless if the file is that one, unchanged. So
+// the lstat is left out; anything else is closed and checked in full.
+// Only for opens that do not wait on a FIFO (they can write).
+function* openKnown(
+  path: string,
+  flags: OpenFlags,
+  known: FileInfo,
+): Steps<[RawFile, FileInfo] | undefined> {
+  if (!flags.write && !flags.append) return undefined;
+  let raw: RawFile;
+  try {
+    raw = yield* step("open", path, { ...flags, create: false, createNew: false });
+  } catch {
+    return undefined;
+  }
+  let now: FileInfo | undefined;
+  try {
+    now = yield* step("fstat", raw);
+  } catch { /* checked in full below */ }
+  if (now !== undefined && unchanged(known, now)) return [raw, now];
+  closeQuietly(raw);
+  return undefined;
+}
+
 // Deno: lstat, then open without creating (or create with O_EXCL), then
 // fstat; a path that changed in between is tried again.
-function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
+function* openChecked(
+  path: string,
+  flags: OpenFlags,
+  known?: FileInfo,
+): Steps<[RawFile, FileInfo]> {
+  if (known !== undefined && !flags.createNew) {
+    const fast = yield* openKnown(path, flags, known);
+    if (fast !== undefined) return fast;
+  }
   for (let attempt = 0; attempt < 16; attempt++) {
     let before: FileInfo | undefined;
     try {
@@ -108,8 +150,16 @@ export function* openFile(path: string, flags: OpenFlags): Steps<RawFile> {
   return (yield* openFileInfo(path, flags))[0];
 }
 
-/** {@link openFile}, with what fstat said of the file. */
-export function* openFileInfo(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
+/**
+ * {@link openFile}, with what fstat said of the file. `known`, what an
+ * earlier call said of the file at the same path, lets Deno leave out its
+ * lstat when the file is still that one, unchanged.
+ */
+export function* openFileInfo(
+  path: string,
+  flags: OpenFlags,
+  known?: FileInfo,
+): Steps<[RawFile, FileInfo]> {
   const plain: OpenFlags = { ...flags, truncate: false, noFollow: true };
   let raw: RawFile;
   let info: FileInfo;
@@ -138,7 +188,7 @@ export function* openFileInfo(path: string, flags: OpenFlags): Steps<[RawFile, F
       throw e;
     }
   } else {
-    [raw, info] = yield* openChecked(path, plain);
+    [raw, info] = yield* openChecked(path, plain, known);
   }
   try {
     if (!info.isFile) throw notAFile(path, info);

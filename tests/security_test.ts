@@ -239,6 +239,37 @@ for (const kind of ["sticky", "group"] as const) {
   );
 }
 
+test(
+  "2. a Lock taken again after another user swapped its file for a link refuses the link",
+  asAnotherUser,
+  async () => {
+    // A lock that held its file before may open it straight away the next
+    // time (Deno leaves out a check when the file is the same, unchanged):
+    // a link put in its place must still be refused.
+    using shared = sharedDir("group");
+    using v = victim();
+    for (const mode of ["a", "r+"] as const) {
+      const path = join(shared.path, `job-${mode}.lock`);
+      writeFileSync(path, "");
+      const lock = new Lock(path, { mode, timeout: 0 });
+      for (let i = 0; i < 3; i++) {
+        await lock.acquire();
+        await lock.release();
+      }
+      asNobody(`rm ${path} && ln -s ${v.secret} ${path}`);
+      const error = await unchanged(v, () => lock.acquire());
+      assert.ok(error instanceof NotAFile && error.code === "ELOOP", String(error));
+      assert.equal(lock.locked, false);
+      // Once the link is gone, a new file at the path is taken.
+      asNobody(`rm ${path}`);
+      writeFileSync(path, "");
+      await lock.acquire();
+      assert.equal(lock.locked, true);
+      await lock.release();
+    }
+  },
+);
+
 test("2. a lock file with another name (hard link) is not truncated or overwritten", async () => {
   // The kernel's protected_hardlinks stops nobody from linking root's file,
   // so the link is made here, as a neighbour with access would make it.

@@ -36,7 +36,7 @@ import {
 import { LockError, LockFile, readLockFile, SimpleLockFile } from "../lockfile.ts";
 import { type Area, FileStore, type OpenFile } from "../filestore.ts";
 import { FsError, NoSpace } from "../errors.ts";
-import { type Child, RUNTIMES, sleep, start } from "./_child.ts";
+import { type Child, command, type Runtime, RUNTIMES, sleep, start } from "./_child.ts";
 
 /** What a scenario did and what it found wrong. */
 export interface Figures {
@@ -589,6 +589,49 @@ export async function fullDisk(dir: string): Promise<Figures> {
   } finally {
     execFileSync("umount", [mount]);
   }
+  return f;
+}
+
+/**
+ * put() past the process's file-size limit (RLIMIT_FSIZE), where no tmpfs
+ * can be mounted: a child of `runtime` under `ulimit -f` with SIGXFSZ
+ * ignored (Deno would die of it) puts messages below and above the limit;
+ * each refusal is a NoSpace (EFBIG), and `new` holds only whole messages
+ * and `tmp` nothing.
+ */
+export async function fileSizeLimit(dir: string, runtime: Runtime): Promise<Figures> {
+  const f = figures(`file-size limit (${runtime})`);
+  const path = join(dir, `store-${runtime}`);
+  const [bin, argv] = command(runtime, "tests/fixtures/file_size_limit.ts", [path]);
+  // ulimit -f counts 512-byte blocks in sh (dash): 128 is 64 KiB.
+  const out = execFileSync("sh", [
+    "-c",
+    'trap "" XFSZ; ulimit -f 128; exec "$@"',
+    "sh",
+    bin,
+    ...argv,
+  ], {
+    encoding: "utf8",
+  });
+  const result = JSON.parse(out.trim().split("\n").pop()!) as {
+    delivered: number;
+    refusals: string[];
+  };
+  f.operations = result.delivered + result.refusals.length;
+  if (result.refusals.length === 0) f.violations.push("no put was refused");
+  for (const r of result.refusals) {
+    if (!r.startsWith("NoSpace EFBIG")) f.violations.push(`a put failed with ${r}, not NoSpace`);
+  }
+  const store = new FileStore(path);
+  const inNew = checkArea(store, "new", f).length;
+  if (inNew !== result.delivered) {
+    f.violations.push(`new holds ${inNew}, ${result.delivered} delivered`);
+  }
+  const inTmp = readdirSync(join(path, "tmp")).length;
+  if (inTmp !== 0) f.violations.push(`${inTmp} files left in tmp`);
+  f.notes.push(
+    `${result.delivered} delivered, ${result.refusals.length} refused: ${result.refusals[0]}`,
+  );
   return f;
 }
 

@@ -9,43 +9,15 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { BoundedSemaphore, Lock } from "../lock.ts";
-import { LockFile } from "../lockfile.ts";
-import { FileStore } from "../filestore.ts";
 import { runtimeName } from "../_runtime.ts";
+import { churn } from "../tests/_reliability.ts";
 import { collectGarbage } from "./_util.ts";
 
 const cycles = Number(process.argv[2] ?? 5_000_000);
 const putClaims = Number(process.argv[3] ?? 500_000);
 const dir = mkdtempSync(join(tmpdir(), "filestore-memory-"));
-const lockPath = join(dir, "cycle.lock");
-const semaphore = new BoundedSemaphore(2, { name: "cycle", directory: dir });
-const store = new FileStore(join(dir, "store"));
-store.prepareSync();
-const payload = "x".repeat(100);
+const { cycle, putClaim } = churn(dir);
 const mib = (n: number) => Number((n / 2 ** 20).toFixed(1));
-
-async function cycle(i: number): Promise<void> {
-  const kind = i % 3;
-  if (kind === 0) {
-    const lock = new Lock(lockPath);
-    await lock.acquire();
-    await lock.release();
-  } else if (kind === 1) {
-    new LockFile(lockPath + "f").close();
-  } else {
-    await semaphore.acquire();
-    semaphore.releaseSync();
-  }
-}
-
-function putClaim(i: number): void {
-  store.putSync(payload, { sync: false });
-  const claim = store.claimSync();
-  if (claim === null) throw new Error("claim found nothing");
-  claim.doneSync();
-  if (i % 1000 === 999) store.cleanupSync();
-}
 
 const total = cycles + putClaims;
 const step = Math.max(1, Math.floor(total / 20));

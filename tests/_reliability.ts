@@ -1306,6 +1306,48 @@ function collect(): void {
   g.gc?.();
 }
 
+/** The work of the resource runs: a lock cycle and a put/claim/done cycle. */
+export interface Churn {
+  /** Lock, LockFile and BoundedSemaphore in turn: one acquire and release. */
+  cycle(i: number): Promise<void>;
+  /** A put, its claim and done; a cleanup every 1,000. */
+  putClaim(i: number): void;
+  /** The store the put/claim cycles use. */
+  readonly store: FileStore;
+}
+
+/** The lock and store of the resource runs, in `dir`. */
+export function churn(dir: string): Churn {
+  const lockPath = join(dir, "cycle.lock");
+  const semaphore = new BoundedSemaphore(2, { name: "cycle", directory: dir });
+  const store = new FileStore(join(dir, "store"));
+  store.prepareSync();
+  const payload = message(100);
+  return {
+    store,
+    async cycle(i) {
+      const kind = i % 3;
+      if (kind === 0) {
+        const lock = new Lock(lockPath);
+        await lock.acquire();
+        await lock.release();
+      } else if (kind === 1) {
+        new LockFile(lockPath + "f").close();
+      } else {
+        await semaphore.acquire();
+        semaphore.releaseSync();
+      }
+    },
+    putClaim(i) {
+      store.putSync(payload, { sync: false });
+      const claim = store.claimSync();
+      if (claim === null) throw new Error("claim found nothing");
+      claim.doneSync();
+      if (i % 1000 === 999) store.cleanupSync();
+    },
+  };
+}
+
 /**
  * `cycles` acquire/release cycles (Lock, LockFile, BoundedSemaphore in
  * turn) and `putClaims` put/claim cycles: open descriptors and RSS after
@@ -1313,31 +1355,7 @@ function collect(): void {
  */
 export async function resources(dir: string, cycles: number, putClaims: number): Promise<Figures> {
   const f = figures("resources stay flat");
-  const lockPath = join(dir, "cycle.lock");
-  const semaphore = new BoundedSemaphore(2, { name: "cycle", directory: dir });
-  const store = new FileStore(join(dir, "store"));
-  store.prepareSync();
-  const payload = message(100);
-  async function cycle(i: number): Promise<void> {
-    const kind = i % 3;
-    if (kind === 0) {
-      const lock = new Lock(lockPath);
-      await lock.acquire();
-      await lock.release();
-    } else if (kind === 1) {
-      new LockFile(lockPath + "f").close();
-    } else {
-      await semaphore.acquire();
-      semaphore.releaseSync();
-    }
-  }
-  function putClaim(i: number): void {
-    store.putSync(payload, { sync: false });
-    const claim = store.claimSync();
-    if (claim === null) throw new Error("claim found nothing");
-    claim.doneSync();
-    if (i % 1000 === 999) store.cleanupSync();
-  }
+  const { cycle, putClaim, store } = churn(dir);
   const warm = Math.min(3_000, cycles);
   for (let i = 0; i < warm; i++) await cycle(i);
   for (let i = 0; i < Math.min(1_000, putClaims); i++) putClaim(i);

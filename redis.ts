@@ -1102,6 +1102,8 @@ export class RedisQueue implements AsyncDisposable {
   // Where the next look for messages past their lease starts in the
   // pending list (XAUTOCLAIM's cursor).
   #cursor = "0-0";
+  // When this instance last removed the consumers that left (see #forgetArg).
+  #forgotAt = -Infinity;
 
   /**
    * Makes a queue named `name`; nothing is sent until it is used.
@@ -1414,6 +1416,9 @@ export class RedisQueue implements AsyncDisposable {
    * Leaves the queue: removes this consumer's name from the consumer group
    * if it holds no message (one that does stays, so that its messages are
    * taken over after their lease). The client stays open: it is yours.
+   * A consumer that ended without `close()` (killed, say) is removed by
+   * the other consumers' claims (one look a lease each) once it holds
+   * nothing and Redis has not heard from it for two leases.
    *
    * @returns Once Redis has answered.
    *
@@ -1481,6 +1486,7 @@ export class RedisQueue implements AsyncDisposable {
         String(this.#ttl),
         this.#maxDeliveriesArg(),
         this.#cursor,
+        this.#forgetArg(),
       ])
     ) as [string, unknown, number, string];
     this.#cursor = String(cursor);
@@ -1500,6 +1506,7 @@ export class RedisQueue implements AsyncDisposable {
         String(this.#ttl),
         this.#maxDeliveriesArg(),
         this.#cursor,
+        this.#forgetArg(),
       ])
     );
     const refusal = queueRefusalOf(reply);
@@ -1516,6 +1523,16 @@ export class RedisQueue implements AsyncDisposable {
 
   #maxDeliveriesArg(): string {
     return this.#maxDeliveries === Infinity ? "0" : String(this.#maxDeliveries);
+  }
+
+  // Once a lease, a take also removes from the group the consumers that
+  // hold nothing and have not been heard from for two leases (see
+  // TAKE_FUNCTION in _redis_queue.ts): "0" means not this time.
+  #forgetArg(): string {
+    const now = performance.now();
+    if (now - this.#forgotAt < this.#ttl) return "0";
+    this.#forgotAt = now;
+    return String(2 * this.#ttl);
   }
 
   #grant(id: string, fields: unknown, deliveries: number, sentAt: number): RedisClaim {

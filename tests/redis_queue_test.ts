@@ -308,6 +308,68 @@ for (const kind of CLIENT_KINDS) {
   );
 
   test(
+    `RedisQueue (${kind}): consumers quiet for two leases and holding nothing leave the group (one holding a message stays), and a blocked one still gets its message`,
+    needs,
+    async () => {
+      await withClient(kind, async (c) => {
+        const name = fresh("forget");
+        const ttl = 200;
+        // A consumer that took one message and finished it, then went away
+        // without close() (as a killed one does).
+        const gone = new RedisQueue(c.client, name, { ttl });
+        await gone.put("finished");
+        await (await gone.claim())!.done();
+        // One that holds a message (renewing every 200 s: idle on the server).
+        await using holder = new RedisQueue(c.client, name, { ttl: 600_000 });
+        await holder.put("held");
+        const held = (await holder.claim())!;
+        // One that finished a message too, then blocked in a read for longer
+        // than two leases of the others.
+        await using blocked = new RedisQueue(c.client, name, { ttl: 600_000 });
+        await blocked.put("finished too");
+        await (await blocked.claim())!.done();
+        const waiting = blocked.claim({ timeout: 20_000 });
+        await sleep(2 * ttl + 300);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name).sort(),
+          [blocked.consumer, gone.consumer, holder.consumer].sort(),
+        );
+        // The next take of a queue with ttl 200 first removes the consumers
+        // idle for more than 400 ms that hold nothing: the one that went
+        // away, and the blocked one (made again when its read is served).
+        // Then it takes over the held message, past its lease for this
+        // queue; its consumer held it when it looked, and stays for now.
+        await using sweeper = new RedisQueue(c.client, name, { ttl });
+        const taken = (await sweeper.claim())!;
+        assert.equal(taken.id, held.id);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name).sort(),
+          [holder.consumer, sweeper.consumer].sort(),
+        );
+        const id = await sweeper.put("for the blocked one");
+        const woken = (await waiting)!;
+        assert.equal(woken.id, id);
+        const listed = await sweeper.list();
+        assert.deepEqual(
+          listed.claimed.map((x) => [x.id, x.consumer]).sort(),
+          [[held.id, sweeper.consumer], [id, blocked.consumer]].sort(),
+        );
+        await woken.done();
+        await assert.rejects(held.done(), ClaimLost);
+        // A lease later, the next take removes the consumer that lost its
+        // message (and the one that went quiet after its read).
+        await sleep(2 * ttl + 300);
+        assert.equal(await taken.doneAndClaim(), null);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name),
+          [sweeper.consumer],
+        );
+        assert.deepEqual(await sweeper.list(), { waiting: [], claimed: [], dead: 0 });
+      });
+    },
+  );
+
+  test(
     `RedisQueue (${kind}): a message past maxDeliveries goes to the dead-letter stream`,
     needs,
     async (t) => {
@@ -333,6 +395,24 @@ for (const kind of CLIENT_KINDS) {
       });
     },
   );
+}
+
+// The consumers of the queue's group, from XINFO CONSUMERS (flat arrays
+// in RESP2, maps in RESP3).
+async function consumersOf(
+  c: TestClient,
+  name: string,
+): Promise<{ name: string; pending: number }[]> {
+  const reply = await c.send("XINFO", "CONSUMERS", `filestore:queue:{${name}}:stream`, "filestore");
+  return (reply as unknown[]).map((row) => {
+    let info: Record<string, unknown>;
+    if (Array.isArray(row)) {
+      info = {};
+      for (let i = 0; i + 1 < row.length; i += 2) info[String(row[i])] = row[i + 1];
+    } else if (row instanceof Map) info = Object.fromEntries(row);
+    else info = row as Record<string, unknown>;
+    return { name: String(info.name), pending: Number(info.pending) };
+  });
 }
 
 // ---------------------------------------------------------------------------

@@ -231,13 +231,19 @@ try {
       (rates["BullMQ 6.7 (ioredis)"] ??= []).push(await bullmq(consumers));
       (rates["FileStore (one host, fsync)"] ??= []).push(await filestore(consumers));
     }
-    const bull = median(rates["BullMQ 6.7 (ioredis)"]!);
+    const bulls = rates["BullMQ 6.7 (ioredis)"]!;
+    const bull = median(bulls);
     for (const [lib, list] of Object.entries(rates)) {
       const rate = median(list);
+      // The load on this machine drifts: each round's ratio is to the
+      // BullMQ run next to it, and their median and minimum are given too.
+      const ratios = list.map((r, i) => r / bulls[i]!);
       console.log(
         `${consumers} consumer(s)  ${lib.padEnd(42)} ${rate.toFixed(0).padStart(7)} /s  ${
           (rate / bull).toFixed(2)
-        }x BullMQ`,
+        }x BullMQ (per round: median ${median(ratios).toFixed(2)}x, min ${
+          Math.min(...ratios).toFixed(2)
+        }x)`,
       );
       report({
         figure: "rate",
@@ -246,7 +252,7 @@ try {
         rates: list.map(Math.round),
         rate: Math.round(rate),
         vsBullmq: rate / bull,
-        vsBullmqPerRound: list.map((r, i) => r / rates["BullMQ 6.7 (ioredis)"]![i]!),
+        vsBullmqPerRound: ratios,
       });
     }
   }

@@ -11,8 +11,8 @@ import {
   invalid,
 } from "./_check.ts";
 import { OpenFile, wrapFile } from "./_file.ts";
-import { closeQuietly, type FileInfo, type OpenFlags, type RawFile, rt } from "./_runtime.ts";
-import { openFileInfo } from "./_open.ts";
+import { closeQuietly, type OpenFlags, type RawFile, rt } from "./_runtime.ts";
+import { openFile } from "./_open.ts";
 import { runSync, settled } from "./_steps.ts";
 import { MAX_TIMER, share, waitForLock, type WaitRules } from "./_wait.ts";
 import { AlreadyLocked, type LockHolder } from "./errors.ts";
@@ -109,17 +109,15 @@ export function settingsOf(base: Settings, o: AcquireOptions | undefined, what: 
 }
 
 // Opens `path` and takes the lock if nobody holds a conflicting one; on
-// failure, the file is closed. `known`: what the last open of the path
-// found (see openFileInfo).
+// failure, the file is closed.
 export function openAndTry(
   path: string,
   flags: OpenFlags,
   exclusive: boolean,
-  known?: FileInfo,
-): { raw: RawFile; held: boolean; info: FileInfo } {
-  const [raw, info] = runSync(openFileInfo(path, flags, known));
+): { raw: RawFile; held: boolean } {
+  const raw = runSync(openFile(path, flags));
   try {
-    return { raw, held: rt.tryLockSync(raw, exclusive), info };
+    return { raw, held: rt.tryLockSync(raw, exclusive) };
   } catch (e) {
     closeQuietly(raw);
     throw e;
@@ -251,10 +249,6 @@ export class Lock implements AsyncDisposable, Disposable {
   #kind: Kind = plainKind;
   #name: string;
   #held = new Held();
-  // What the last open of the path found, where the lock leaves its file
-  // untouched (a plain lock that neither truncates nor writes): the next
-  // open may skip a check (openFileInfo).
-  #known: FileInfo | undefined;
   #pending: Promise<OpenFile> | undefined;
   #onAcquired: ((file: OpenFile) => void) | undefined;
 
@@ -409,15 +403,7 @@ export class Lock implements AsyncDisposable, Disposable {
   // the open file if somebody holds the lock, or undefined if the path no
   // longer names the file it locked (try again).
   #attempt(): OpenFile | RawFile | undefined {
-    const { raw, held, info } = openAndTry(
-      this.#path,
-      this.#kind.flags(this.#mode),
-      this.#exclusive,
-      this.#known,
-    );
-    if (this.#kind === plainKind && (this.#mode === "a" || this.#mode === "r+")) {
-      this.#known = info;
-    }
+    const { raw, held } = openAndTry(this.#path, this.#kind.flags(this.#mode), this.#exclusive);
     return held ? this.#take(raw) : raw;
   }
 

@@ -59,58 +59,16 @@ function* openExisting(path: string, flags: OpenFlags): Steps<RawFile> {
   return yield* step("open", path, existing);
 }
 
-// Whether `b` is the file `a` describes, untouched since: the same inode,
-// owner, mode, size and modification time. An inode number used again for
-// a newer file would differ in its modification time.
-function unchanged(a: FileInfo, b: FileInfo): boolean {
-  return sameFile(a, b) && a.isFile && b.isFile && a.mtimeMs === b.mtimeMs &&
-    a.size === b.size && a.uid === b.uid && a.mode === b.mode;
-}
-
-// Deno, where `known` describes the file that an earlier open of the same
-// path checked in full: the open may go straight to the file, and whatever
-// it reached through is harmless if the file is that one, unchanged. So
-// the lstat is left out; anything else is closed and checked in full.
-// Only for opens that do not wait on a FIFO (they can write).
-function* openKnown(
-  path: string,
-  flags: OpenFlags,
-  known: FileInfo,
-): Steps<[RawFile, FileInfo] | undefined> {
-  if (!flags.write && !flags.append) return undefined;
-  let raw: RawFile;
-  try {
-    raw = yield* step("open", path, { ...flags, create: false, createNew: false });
-  } catch {
-    return undefined;
-  }
-  let now: FileInfo | undefined;
-  try {
-    now = yield* step("fstat", raw);
-  } catch { /* checked in full below */ }
-  if (now !== undefined && unchanged(known, now)) return [raw, now];
-  closeQuietly(raw);
-  return undefined;
-}
-
 // Deno: lstat, then open without creating (or create with O_EXCL), then
 // fstat; a path that changed in between is tried again. A file that must
 // be new is created with O_EXCL straight away.
-function* openChecked(
-  path: string,
-  flags: OpenFlags,
-  known?: FileInfo,
-): Steps<[RawFile, FileInfo]> {
+function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
   if (flags.createNew) {
     // O_CREAT | O_EXCL refuses whatever stands at the path, a link too:
     // nothing to look at first (and no failed lstat, which costs Deno an
     // error object, for every new file).
     const raw = yield* step("open", path, { ...flags, create: false, createNew: true });
     return [raw, yield* step("fstat", raw)];
-  }
-  if (known !== undefined) {
-    const fast = yield* openKnown(path, flags, known);
-    if (fast !== undefined) return fast;
   }
   for (let attempt = 0; attempt < 16; attempt++) {
     let before: FileInfo | undefined;
@@ -155,16 +113,8 @@ export function* openFile(path: string, flags: OpenFlags): Steps<RawFile> {
   return (yield* openFileInfo(path, flags))[0];
 }
 
-/**
- * {@link openFile}, with what fstat said of the file. `known`, what an
- * earlier call said of the file at the same path, lets Deno leave out its
- * lstat when the file is still that one, unchanged.
- */
-export function* openFileInfo(
-  path: string,
-  flags: OpenFlags,
-  known?: FileInfo,
-): Steps<[RawFile, FileInfo]> {
+/** {@link openFile}, with what fstat said of the file. */
+export function* openFileInfo(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
   const plain: OpenFlags = { ...flags, truncate: false, noFollow: true };
   let raw: RawFile;
   let info: FileInfo;
@@ -193,7 +143,7 @@ export function* openFileInfo(
       throw e;
     }
   } else {
-    [raw, info] = yield* openChecked(path, plain, known);
+    [raw, info] = yield* openChecked(path, plain);
   }
   try {
     if (!info.isFile) throw notAFile(path, info);

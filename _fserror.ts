@@ -1,6 +1,5 @@
 // The runtimes' file-system errors, turned into the package's classes, and
 // the wrappers that every runtime operation goes through to get there.
-import * as os from "node:os";
 import {
   AlreadyExists,
   FsError,
@@ -67,9 +66,13 @@ export function mapError(error: unknown, syscall: string, path: string): unknown
   return new Class(code, syscall, path, detail, { cause: error });
 }
 
-/** An error for a failed flock call, from its errno. */
-export function flockError(errno: number, path: string): FsError {
-  const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ??
+/** An error for a failed flock call, from its errno and the platform's errno numbers (node:os's `constants.errno`). */
+export function flockError(
+  errno: number,
+  numbers: Readonly<Record<string, number>>,
+  path: string,
+): FsError {
+  const name = Object.entries(numbers).find(([, n]) => n === errno)?.[0] ??
     `errno ${errno}`;
   const [Class, text] = details[name] ?? [FsError, `flock failed with ${name}`];
   return new Class(name, "lock", path, text);

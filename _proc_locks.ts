@@ -1,7 +1,6 @@
 // Who holds a flock lock on a file, read from Linux's /proc/locks without
 // taking any lock.
-import * as fs from "node:fs";
-import type { FileInfo } from "./_runtime.ts";
+import { type FileInfo, rt } from "./_runtime.ts";
 
 // /proc/locks names a file by its device, as "major:minor" in hex, and its
 // inode; the kernel packs major and minor into st_dev as below. Lines with
@@ -19,7 +18,7 @@ let seesAll: boolean | undefined;
 function seesEveryProcess(): boolean {
   if (seesAll === undefined) {
     try {
-      seesAll = fs.readlinkSync("/proc/self/ns/pid") === INITIAL_PID_NAMESPACE;
+      seesAll = rt.readlinkSync("/proc/self/ns/pid") === INITIAL_PID_NAMESPACE;
     } catch {
       seesAll = false;
     }
@@ -45,7 +44,7 @@ export function flockEntriesOf(info: FileInfo): FlockEntry[] | undefined {
   for (let reading = 0; reading < 3; reading++) {
     let table: string;
     try {
-      table = fs.readFileSync("/proc/locks", "utf8");
+      table = rt.readTextSync("/proc/locks");
     } catch {
       return undefined;
     }
@@ -76,7 +75,7 @@ let bootedAt: number | undefined;
 export function processOf(pid: number): { command?: string; startedAt?: Date } {
   const out: { command?: string; startedAt?: Date } = {};
   try {
-    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const argv = rt.readTextSync(`/proc/${pid}/cmdline`).split("\0");
     if (argv.at(-1) === "") argv.pop();
     if (argv.length > 0) out.command = argv.join(" ");
   } catch { /* gone, or hidden from us */ }
@@ -85,9 +84,9 @@ export function processOf(pid: number): { command?: string; startedAt?: Date } {
     // the fields before it follow the command name, which may hold spaces
     // and parentheses, so they are counted from its closing parenthesis.
     // The kernel reports ticks in USER_HZ, 100 on every Linux.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const stat = rt.readTextSync(`/proc/${pid}/stat`);
     const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-    bootedAt ??= Number(/^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"))?.[1]) * 1000;
+    bootedAt ??= Number(/^btime (\d+)$/m.exec(rt.readTextSync("/proc/stat"))?.[1]) * 1000;
     if (Number.isFinite(bootedAt) && Number.isFinite(ticks)) {
       out.startedAt = new Date(bootedAt + ticks * 10);
     }

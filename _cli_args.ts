@@ -18,6 +18,11 @@ export class CliError extends Error {
   }
 }
 
+/** What kept the command from starting: exit status 69 as flock(1) has it, and this message. */
+export class CommandFailed extends Error {
+  override name = "CommandFailed";
+}
+
 /**
  * `text` on one line and harmless to a terminal: control characters (C0,
  * DEL and C1), line and paragraph separators and the bidirectional

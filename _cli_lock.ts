@@ -1,7 +1,5 @@
 // `filestore lock` and `filestore holders`: flock(1)'s command, which also
 // says who holds the lock.
-import { existsSync, readFileSync } from "node:fs";
-import process from "node:process";
 import {
   CliError,
   exitCode,
@@ -11,6 +9,7 @@ import {
   seconds,
   UsageError,
 } from "./_cli_args.ts";
+import { host, type Signal } from "./_cli_host.ts";
 import { runCommand, signalStatus } from "./_cli_run.ts";
 import { fileOf, type OpenFile } from "./_file.ts";
 import { type LockHolderProcess, lockHolders } from "./_holders.ts";
@@ -62,7 +61,10 @@ When the lock is held, a line on stderr names its holders: pid, shared or
 exclusive, command line and since when (from /proc/locks on Linux).
 COMMAND's exit status is passed through (128+N if signal N ended it).
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to filestore are
-passed on to COMMAND; the lock is released when COMMAND has ended.
+passed on to COMMAND (Ctrl-C at a terminal reaches it directly, once);
+the lock is released when COMMAND has ended. On Deno, COMMAND cannot
+inherit the lock (-o is always in effect): a filestore killed with SIGKILL
+frees the lock while COMMAND may still run.
 Exit statuses: 64 bad usage, 66 FILE cannot be opened, 69 COMMAND cannot
 be run.
 
@@ -92,11 +94,11 @@ Example:
 export async function lockCommand(args: readonly string[]): Promise<number> {
   const { options, order, operands } = parse(args, LOCK_OPTIONS, 1);
   if (options.has("help")) {
-    process.stdout.write(LOCK_HELP);
+    host().out(LOCK_HELP);
     return 0;
   }
   if (options.has("version")) {
-    process.stdout.write("filestore lock (@filestore/filestore)\n");
+    host().out("filestore lock (@filestore/filestore)\n");
     return 0;
   }
   if (options.has("unlock")) {
@@ -115,7 +117,7 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
   }
   if (typeof script === "string") {
     if (argv.length > 0) throw new UsageError("-c and a command cannot both be given");
-    argv = [process.env.SHELL || "/bin/sh", "-c", script];
+    argv = [host().env("SHELL") || "/bin/sh", "-c", script];
   }
   if (argv.length === 0) throw new UsageError("requires a command to run");
   // flock(1) lets the last of -s and -x win.
@@ -131,8 +133,9 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
   const verbose = options.has("verbose");
 
   const stop = new AbortController();
-  const abort = (signal: NodeJS.Signals) => stop.abort(signal);
-  process.on("SIGINT", abort).on("SIGTERM", abort);
+  const abort = (signal: Signal) => stop.abort(signal);
+  host().onSignal("SIGINT", abort);
+  host().onSignal("SIGTERM", abort);
   const started = performance.now();
   let lock: Lock | undefined;
   let opened: OpenFile | undefined;
@@ -156,21 +159,22 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
     }
   } catch (e) {
     if (e instanceof AlreadyLocked) {
-      process.stderr.write(`filestore: ${oneLine(`${file}: ${refusal(file)}`)}\n`);
-      if (verbose) process.stderr.write("filestore: failed to get lock\n");
+      host().err(`filestore: ${oneLine(`${file}: ${refusal(file)}`)}\n`);
+      if (verbose) host().err("filestore: failed to get lock\n");
       return conflict;
     }
-    if (stop.signal.aborted) return signalStatus(String(stop.signal.reason));
+    if (stop.signal.aborted) return signalStatus(stop.signal.reason as Signal);
     throw e;
   } finally {
-    process.off("SIGINT", abort).off("SIGTERM", abort);
+    host().offSignal("SIGINT", abort);
+    host().offSignal("SIGTERM", abort);
   }
   const held = lock!;
   const raw = fileOf(opened!);
   if (verbose) {
     const took = ((performance.now() - started) / 1000).toFixed(6);
-    process.stderr.write(`filestore: getting lock took ${took} seconds\n`);
-    process.stderr.write(`filestore: executing ${argv[0]}\n`);
+    host().err(`filestore: getting lock took ${took} seconds\n`);
+    host().err(`filestore: executing ${argv[0]}\n`);
   }
   if (pid) {
     // As the package's other writers: a file with another name (a hard
@@ -183,7 +187,7 @@ export async function lockCommand(args: readonly string[]): Promise<number> {
       );
     }
     rt.truncateSync(raw, 0);
-    rt.writeSync(raw, new TextEncoder().encode(` ${process.pid} ${rt.hostname()}\n`), 0);
+    rt.writeSync(raw, new TextEncoder().encode(` ${rt.pid} ${rt.hostname()}\n`), 0);
   }
   // Without -o the command holds the lock too, through the same open file,
   // as under flock(1): what it leaves running keeps it after it exits, so
@@ -203,22 +207,22 @@ export function holdersCommand(args: readonly string[]): number {
     { short: "h", long: "help" },
   ]);
   if (options.has("help")) {
-    process.stdout.write(HOLDERS_HELP);
+    host().out(HOLDERS_HELP);
     return 0;
   }
   if (operands.length !== 1) throw new UsageError("requires exactly one file");
   const holders = lockHolders(operands[0]!);
   if (holders === undefined) {
-    process.stderr.write(
+    host().err(
       `filestore: ${oneLine(`cannot tell who holds ${operands[0]}: ${noProcLocks()}`)}\n`,
     );
     return 69;
   }
   if (options.has("json")) {
-    process.stdout.write(JSON.stringify(holders) + "\n");
+    host().out(JSON.stringify(holders) + "\n");
   } else {
     for (const h of holders) {
-      process.stdout.write(
+      host().out(
         `${h.pid} ${h.shared ? "shared" : "exclusive"} ${commandOf(h)}\n`,
       );
     }
@@ -251,7 +255,7 @@ export function refusal(file: string): string {
 // command line to show.
 function commandOf(h: LockHolderProcess): string {
   if (h.command !== undefined) return oneLine(h.command);
-  return existsSync(`/proc/${h.pid}`)
+  return exists(`/proc/${h.pid}`)
     ? "?"
     : "(exited; a process that inherited its descriptor holds it)";
 }
@@ -259,11 +263,20 @@ function commandOf(h: LockHolderProcess): string {
 // A holder that ran with --pid (or a zc.lockfile user) wrote " PID HOST".
 function holderInFile(file: string): LockHolder | undefined {
   try {
-    const m = /^ ?(\d+)(?:[ /](\S+))?/.exec(readFileSync(file, "utf8").slice(0, 300));
+    const m = /^ ?(\d+)(?:[ /](\S+))?/.exec(rt.readTextSync(file).slice(0, 300));
     if (!m) return undefined;
     return m[2] === undefined ? { pid: Number(m[1]) } : { pid: Number(m[1]), hostname: m[2] };
   } catch {
     return undefined;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    rt.lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

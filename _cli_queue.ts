@@ -1,12 +1,11 @@
 // The FileStore queue from the shell: put, claim, list, recover, cleanup
 // and watch, one item a line.
-import { readFileSync } from "node:fs";
-import process from "node:process";
 import { CliError, type OptionSpec, parse, seconds, UsageError } from "./_cli_args.ts";
 import { joinBytes } from "./_check.ts";
+import { host, type Signal } from "./_cli_host.ts";
 import { runCommand, signalStatus } from "./_cli_run.ts";
 import { type Claim, claimFile } from "./_claim.ts";
-import { rt } from "./_runtime.ts";
+import { closeQuietly, rt } from "./_runtime.ts";
 import { type Area, FileStore } from "./filestore.ts";
 
 const HELP: OptionSpec = { short: "h", long: "help" };
@@ -90,18 +89,19 @@ export async function putCommand(args: readonly string[]): Promise<number> {
   const [dir, source = "-"] = operands;
   let data: Uint8Array;
   try {
-    data = source === "-" ? await readAll() : readFileSync(source);
+    data = source === "-" ? await host().readStdin() : readFile(source);
   } catch (e) {
-    const reason = (e as NodeJS.ErrnoException).code === "ENOENT"
+    const code = (e as { code?: string }).code;
+    const reason = code === "ENOENT"
       ? "no such file"
-      : (e as NodeJS.ErrnoException).code === "EISDIR"
+      : code === "EISDIR"
       ? "a directory"
-      : (e as NodeJS.ErrnoException).code ?? String(e);
+      : code ?? String(e);
     throw new CliError(66, `cannot read ${source}: ${reason}`);
   }
   const store = new FileStore(dir!);
   await store.prepare();
-  process.stdout.write(`${await store.put(data)}\n`);
+  host().out(`${await store.put(data)}\n`);
   return 0;
 }
 
@@ -129,17 +129,19 @@ export async function claimCommand(args: readonly string[]): Promise<number> {
   const store = new FileStore(dir, deliveries);
   await store.prepare();
   const stop = new AbortController();
-  const abort = (signal: NodeJS.Signals) => stop.abort(signal);
-  process.on("SIGINT", abort).on("SIGTERM", abort);
+  const abort = (signal: Signal) => stop.abort(signal);
+  host().onSignal("SIGINT", abort);
+  host().onSignal("SIGTERM", abort);
   let claim: Claim | null;
   try {
     claim = await claimWithin(store, timeout, stop.signal);
   } finally {
-    process.off("SIGINT", abort).off("SIGTERM", abort);
+    host().offSignal("SIGINT", abort);
+    host().offSignal("SIGTERM", abort);
   }
   if (stop.signal.aborted) {
     await claim?.release();
-    return signalStatus(String(stop.signal.reason));
+    return signalStatus(stop.signal.reason as Signal);
   }
   if (claim === null) return 1;
   // As `filestore lock` does, the command holds the claim's lock too
@@ -210,7 +212,7 @@ export async function recoverCommand(args: readonly string[]): Promise<number> {
   if (operands.length !== 1) throw new UsageError("requires exactly one store directory");
   const store = new FileStore(operands[0]!, maxDeliveries(options.get("max-deliveries")));
   const recovered = await store.recover();
-  if (options.has("json")) process.stdout.write(JSON.stringify(recovered) + "\n");
+  if (options.has("json")) host().out(JSON.stringify(recovered) + "\n");
   else print([...recovered.requeued, ...recovered.failed], false);
   return 0;
 }
@@ -241,16 +243,18 @@ export async function watchCommand(args: readonly string[]): Promise<number> {
   const store = new FileStore(dir);
   await store.prepare();
   const stop = new AbortController();
-  const abort = (signal: NodeJS.Signals) => stop.abort(signal);
-  process.on("SIGINT", abort).on("SIGTERM", abort);
+  const abort = (signal: Signal) => stop.abort(signal);
+  host().onSignal("SIGINT", abort);
+  host().onSignal("SIGTERM", abort);
   try {
     for await (const path of store.watch(area, { signal: stop.signal })) {
-      process.stdout.write(`${path}\n`);
+      host().out(`${path}\n`);
     }
   } finally {
-    process.off("SIGINT", abort).off("SIGTERM", abort);
+    host().offSignal("SIGINT", abort);
+    host().offSignal("SIGTERM", abort);
   }
-  return stop.signal.aborted ? signalStatus(String(stop.signal.reason)) : 0;
+  return stop.signal.aborted ? signalStatus(stop.signal.reason as Signal) : 0;
 }
 
 function storeAndArea(operands: string[]): [string, Area] {
@@ -274,16 +278,25 @@ function maxDeliveries(value: string | true | undefined): { maxDeliveries?: numb
 }
 
 function print(paths: string[], json: boolean): void {
-  process.stdout.write(json ? JSON.stringify(paths) + "\n" : paths.map((p) => `${p}\n`).join(""));
+  host().out(json ? JSON.stringify(paths) + "\n" : paths.map((p) => `${p}\n`).join(""));
 }
 
 function help(command: string): number {
-  process.stdout.write(QUEUE_HELP[command]!);
+  host().out(QUEUE_HELP[command]!);
   return 0;
 }
 
-async function readAll(): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Uint8Array);
-  return joinBytes(chunks);
+function readFile(path: string): Uint8Array {
+  const f = rt.openSync(path, { read: true });
+  try {
+    const chunks: Uint8Array[] = [];
+    for (;;) {
+      const buf = new Uint8Array(64 * 1024);
+      const n = rt.readSync(f, buf);
+      if (n === 0) return joinBytes(chunks);
+      chunks.push(buf.subarray(0, n));
+    }
+  } finally {
+    closeQuietly(f);
+  }
 }

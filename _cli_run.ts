@@ -2,22 +2,22 @@
 // shell would report it, and the signals that would end the guard are
 // passed on to it, so that the guard lives (and holds its lock or claim)
 // until the command has ended, whatever ends it.
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { constants } from "node:os";
-import process from "node:process";
-
-/** What kept the command from starting: exit status 69 as flock(1) has it, and this message. */
-export class CommandFailed extends Error {
-  override name = "CommandFailed";
-}
+import { type Child, host, type Signal } from "./_cli_host.ts";
+import { rt } from "./_runtime.ts";
 
 /** The signals that are passed on to the command instead of ending the guard. */
-export const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const;
+export const FORWARDED: readonly Signal[] = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+];
 
 /** The exit status a shell gives for a process ended by `signal`: 128 + its number. */
-export function signalStatus(signal: string): number {
-  return 128 + (constants.signals[signal as keyof typeof constants.signals] ?? 0);
+export function signalStatus(signal: Signal): number {
+  return 128 + host().signalNumber(signal);
 }
 
 /**
@@ -27,36 +27,27 @@ export function signalStatus(signal: string): number {
  * it open.
  *
  * @returns The exit status, 128 + the signal number for a command a signal ended.
+ * @throws {CommandFailed} The command cannot be started (_cli_args.ts).
  */
-export function runCommand(argv: readonly string[], inherit?: number): Promise<number> {
-  const [file, ...args] = argv;
-  return new Promise((resolve, reject) => {
-    const child = spawn(file!, args, {
-      stdio: inherit === undefined ? "inherit" : ["inherit", "inherit", "inherit", inherit],
-    });
-    // process.kill, not child.kill: after child.kill(signal) Deno 2.9
-    // reports that signal as the cause of the exit even when the command
-    // caught it and exited with a status of its own.
-    const pass = (signal: NodeJS.Signals) => {
-      if (child.pid === undefined || child.exitCode !== null) return;
-      // Ctrl-C and Ctrl-\ reach the terminal's whole foreground group, the
-      // command too: passing them on would deliver them twice.
-      if ((signal === "SIGINT" || signal === "SIGQUIT") && inForeground()) return;
-      process.kill(child.pid, signal);
-    };
-    for (const signal of FORWARDED) process.on(signal, pass);
-    const stop = () => {
-      for (const signal of FORWARDED) process.off(signal, pass);
-    };
-    child.once("error", (e: NodeJS.ErrnoException) => {
-      stop();
-      reject(new CommandFailed(`failed to execute ${file}: ${describe(e)}`));
-    });
-    child.once("exit", (code, signal) => {
-      stop();
-      resolve(code ?? signalStatus(signal ?? ""));
-    });
-  });
+export async function runCommand(argv: readonly string[], inherit?: number): Promise<number> {
+  let child: Child | undefined;
+  const pass = (signal: Signal) => {
+    // Ctrl-C and Ctrl-\ reach the terminal's whole foreground group, the
+    // command too: passing them on would deliver them twice.
+    if ((signal === "SIGINT" || signal === "SIGQUIT") && inForeground()) return;
+    child?.signal(signal);
+  };
+  // Listening before the command starts: a signal sent once it runs (it
+  // may run before this process is scheduled again) must not find this
+  // process without a handler, which would end it. Listeners run from the
+  // event loop, after the spawn below has returned.
+  for (const signal of FORWARDED) host().onSignal(signal, pass);
+  try {
+    child = host().spawn(argv, inherit);
+    return await child.status;
+  } finally {
+    for (const signal of FORWARDED) host().offSignal(signal, pass);
+  }
 }
 
 // Whether this process is in the foreground process group of its terminal
@@ -64,16 +55,10 @@ export function runCommand(argv: readonly string[], inherit?: number): Promise<n
 // tell.
 function inForeground(): boolean {
   try {
-    const stat = readFileSync("/proc/self/stat", "utf8");
+    const stat = rt.readTextSync("/proc/self/stat");
     const [, , pgrp, , tty, tpgid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return tty !== "0" && pgrp === tpgid;
   } catch {
     return false;
   }
-}
-
-function describe(e: NodeJS.ErrnoException): string {
-  if (e.code === "ENOENT") return "No such file or directory";
-  if (e.code === "EACCES") return "Permission denied";
-  return e.code ?? e.message;
 }

@@ -1,7 +1,8 @@
 // The runtime layer on Deno: its own file API, whose locks are BSD flock.
 // Deno's types are described here by what is used, so that the package
 // type-checks where the Deno namespace is unknown (a Node user's tsc).
-import * as fs from "node:fs";
+// No node: module is used here: the first one a Deno process imports
+// starts Deno's Node layer, which costs 15-23 ms (the whole of a CLI run).
 import { mapError, onFile, onPath } from "./_fserror.ts";
 import type { FileInfo, Impl, OpenFlags, RawFile } from "./_runtime.ts";
 
@@ -67,11 +68,19 @@ interface DenoNamespace {
   readDirSync(path: string): Iterable<{ name: string; isFile: boolean }>;
   copyFile(from: string, to: string): Promise<void>;
   copyFileSync(from: string, to: string): void;
+  readLinkSync(path: string): string;
+  realPathSync(path: string): string;
+  readTextFileSync(path: string): string;
+  remove(path: string): Promise<void>;
+  removeSync(path: string): void;
+  chmod(path: string, mode: number): Promise<void>;
+  chmodSync(path: string, mode: number): void;
   FsFile: abstract new (...a: never[]) => DenoFile;
   errors: { BadResource: abstract new (...a: never[]) => Error };
 }
 
 const SEEK_START = 0;
+const COPY_CHUNK = 64 * 1024;
 
 // An error that the runtime layer's mapping turns into IsADirectory.
 function isADirectory(): Error {
@@ -126,7 +135,7 @@ export function denoRuntime(): Impl {
           uid = D.uid() ?? undefined;
         } catch {
           try {
-            uid = fs.statSync("/proc/self").uid;
+            uid = D.statSync("/proc/self").uid ?? undefined;
           } catch {
             uid = undefined;
           }
@@ -134,7 +143,9 @@ export function denoRuntime(): Impl {
       }
       return uid;
     },
-    readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
+    readlinkSync: onPath("readlink", (p) => D.readLinkSync(p)),
+    realPathSync: onPath("realpath", (p) => D.realPathSync(p)),
+    readTextSync: onPath("read", (p) => D.readTextFileSync(p)),
     pid: D.pid,
     // Deno.hostname() needs --allow-sys; the kernel's own copy needs only
     // --allow-read.
@@ -144,7 +155,7 @@ export function denoRuntime(): Impl {
           hostname = D.hostname();
         } catch {
           try {
-            hostname = fs.readFileSync("/proc/sys/kernel/hostname", "utf8").trim();
+            hostname = D.readTextFileSync("/proc/sys/kernel/hostname").trim();
           } catch {
             hostname = "localhost";
           }
@@ -220,16 +231,15 @@ export function denoRuntime(): Impl {
     rename: onPath("rename", (from, to: string) => D.rename(from, to)),
     linkSync: onPath("link", (from, to: string) => D.linkSync(from, to)),
     link: onPath("link", (from, to: string) => D.link(from, to)),
-    // Deno.remove() would remove an empty directory, and so does node:fs's
-    // unlink in Deno (it falls back to rmdir): a directory is refused here
-    // first, as unlink(2) refuses it on Bun and Node.
+    // Deno.remove() would remove an empty directory: a directory is refused
+    // here first, as unlink(2) refuses it on Bun and Node.
     unlinkSync: onPath("unlink", (p) => {
       if (D.lstatSync(p).isDirectory) throw isADirectory();
-      fs.unlinkSync(p);
+      D.removeSync(p);
     }),
     unlink: onPath("unlink", async (p) => {
       if ((await D.lstat(p)).isDirectory) throw isADirectory();
-      await fs.promises.unlink(p);
+      await D.remove(p);
     }),
     mkdirSync: onPath("mkdir", (p, recursive: boolean) => D.mkdirSync(p, { recursive })),
     mkdir: onPath("mkdir", (p, recursive: boolean) => D.mkdir(p, { recursive })),
@@ -249,19 +259,55 @@ export function denoRuntime(): Impl {
       for await (const e of D.readDir(p)) if (e.isFile) names.push(e.name);
       return names;
     }),
+    // Deno.copyFile always replaces: an exclusive copy creates the target
+    // with O_EXCL and copies into it, as COPYFILE_EXCL does, and removes
+    // what it created if the copy fails.
     copyFileSync: onPath("copy", (from, to: string, exclusive: boolean) => {
-      // Deno.copyFileSync always replaces, so an exclusive copy goes through
-      // node:fs, which Deno implements with the same system calls.
-      if (exclusive) fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
-      else D.copyFileSync(from, to);
+      if (!exclusive) return D.copyFileSync(from, to);
+      const src = D.openSync(from, denoOptions({ read: true }));
+      try {
+        const { mode } = src.statSync();
+        const dst = D.openSync(to, denoOptions({ write: true, createNew: true }));
+        try {
+          const buf = new Uint8Array(COPY_CHUNK);
+          for (let n; (n = src.readSync(buf)) !== null;) {
+            for (let done = 0; done < n;) done += dst.writeSync(buf.subarray(done, n));
+          }
+          if (mode !== null) D.chmodSync(to, mode & 0o7777);
+        } catch (e) {
+          dst.close();
+          try {
+            D.removeSync(to);
+          } catch { /* the copy's error matters more */ }
+          throw e;
+        }
+        dst.close();
+      } finally {
+        src.close();
+      }
     }),
-    copyFile: onPath(
-      "copy",
-      (from, to: string, exclusive: boolean) =>
-        exclusive
-          ? fs.promises.copyFile(from, to, fs.constants.COPYFILE_EXCL)
-          : D.copyFile(from, to),
-    ),
+    copyFile: onPath("copy", async (from, to: string, exclusive: boolean) => {
+      if (!exclusive) return D.copyFile(from, to);
+      const src = await D.open(from, denoOptions({ read: true }));
+      try {
+        const { mode } = src.statSync();
+        const dst = await D.open(to, denoOptions({ write: true, createNew: true }));
+        try {
+          const buf = new Uint8Array(COPY_CHUNK);
+          for (let n; (n = await src.read(buf)) !== null;) {
+            for (let done = 0; done < n;) done += await dst.write(buf.subarray(done, n));
+          }
+          if (mode !== null) await D.chmod(to, mode & 0o7777);
+        } catch (e) {
+          dst.close();
+          await D.remove(to).catch(() => {});
+          throw e;
+        }
+        dst.close();
+      } finally {
+        src.close();
+      }
+    }),
     adopt(value) {
       return value instanceof D.FsFile ? raw("<Deno.FsFile>", value) : undefined;
     },

@@ -1,11 +1,7 @@
 // BSD flock(2) for Bun and Node, through an FFI, with blocking waits run on
 // worker threads so that neither the JavaScript thread nor a thread of
 // libuv's pool is ever held by a lock that somebody else has.
-import { readdirSync, readFileSync, realpathSync } from "node:fs";
-import { createRequire } from "node:module";
-import { join } from "node:path";
-import { runInThisContext } from "node:vm";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { FfiUnavailable, type FfiUnavailableReason } from "./errors.ts";
 import { childWaits, flockWaitInChild } from "./_flock_child.ts";
 import { loadNativeSource, type Native } from "./_flock_native.ts";
@@ -20,6 +16,11 @@ export const LOCK_UN = 8;
 // The specifier is built at run time so that Deno and bundlers do not follow
 // it: only Node 22 and 24 users ever need koffi.
 const koffiName = ["kof", "fi"].join("");
+
+// Node's modules, taken when first needed rather than imported: Deno loads
+// this file too (see _runtime.ts), and must not start its Node layer.
+const fs = () => process.getBuiltinModule("node:fs");
+const createRequire = (base: string) => process.getBuiltinModule("node:module").createRequire(base);
 let native: Native | undefined;
 let failure: { reason: FfiUnavailableReason; cause: unknown } | undefined;
 let koffiPath: string | undefined;
@@ -54,11 +55,11 @@ function lookupBases(): string[] {
   const main = (globalThis as { process?: { argv?: unknown[] } }).process?.argv?.[1];
   if (typeof main === "string" && main !== "") {
     try {
-      bases.push(realpathSync(main));
+      bases.push(fs().realpathSync(main));
     } catch { /* not a file: a -e script, a REPL */ }
   }
   try {
-    bases.push(join(process.cwd(), "noop.js"));
+    bases.push(process.getBuiltinModule("node:path").join(process.cwd(), "noop.js"));
   } catch { /* the working directory is gone */ }
   return bases;
 }
@@ -84,7 +85,7 @@ export function getNative(): Native {
   if (failure !== undefined) throw new FfiUnavailable(failure.reason, { cause: failure.cause });
   koffiPath = findKoffi();
   // The main thread evaluates the same text that the waiter threads do.
-  const loadNative = runInThisContext(loadNativeSource, {
+  const loadNative = process.getBuiltinModule("node:vm").runInThisContext(loadNativeSource, {
     filename: "filestore-flock.js",
   }) as (req: (id: string) => unknown, koffiId: string | undefined) => Native;
   let loaded: Native;
@@ -281,6 +282,7 @@ function finish(waiter: Waiter, errno: number, cancelled: boolean) {
 
 function spawnWaiter(): Waiter {
   const shared = new SharedArrayBuffer(24);
+  const { Worker } = process.getBuiltinModule("node:worker_threads");
   const worker = new Worker(workerSource, {
     eval: true,
     // The parent's flags (--input-type=module, say) would change how this
@@ -338,7 +340,7 @@ let starting = 0;
 function roomForThread(): boolean {
   let limit: number;
   try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    const m = /^Max open files\s+(\d+)/m.exec(fs().readFileSync("/proc/self/limits", "utf8"));
     if (m === null) return true;
     limit = Number(m[1]);
   } catch {
@@ -346,7 +348,7 @@ function roomForThread(): boolean {
   }
   try {
     const needed = (starting + 1) * FDS_PER_THREAD + FDS_SPARE;
-    return readdirSync("/proc/self/fd").length + needed <= limit;
+    return fs().readdirSync("/proc/self/fd").length + needed <= limit;
   } catch {
     return true;
   }

@@ -6,8 +6,8 @@
 // child inherits as its descriptor 3: once it has the lock and exits, this
 // process holds it. setpriv(1) --pdeathsig has the kernel kill the child if
 // the thread that started it ends, so that no wait outlives its program.
-import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+// Node's modules are taken when first needed, not imported: Deno loads this
+// file too (see _runtime.ts), and must not start its Node layer.
 import type { BlockedWait } from "./_runtime.ts";
 
 interface Tools {
@@ -22,7 +22,8 @@ let tools: Tools | null | undefined;
 function find(name: string): string | undefined {
   for (const dir of ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]) {
     try {
-      accessSync(`${dir}/${name}`, constants.X_OK);
+      const fs = process.getBuiltinModule("node:fs");
+      fs.accessSync(`${dir}/${name}`, fs.constants.X_OK);
       return `${dir}/${name}`;
     } catch { /* not here */ }
   }
@@ -66,6 +67,7 @@ export function flockWaitInChild(
       dropped?.();
     }
   };
+  const { spawn } = process.getBuiltinModule("node:child_process");
   const child = spawn(setpriv, ["--pdeathsig", "KILL", flock, exclusive ? "-x" : "-s", "3"], {
     stdio: ["ignore", "ignore", "ignore", fd],
   });

@@ -1,6 +1,5 @@
 // The runtimes' file-system errors, turned into the package's classes, and
 // the wrappers that every runtime operation goes through to get there.
-import * as os from "node:os";
 import {
   AlreadyExists,
   FsError,
@@ -56,13 +55,31 @@ function denoAdvice(message: string): string {
   return flag === undefined ? message : `run again with ${flag}`;
 }
 
+// Errno numbers that Linux, macOS and the BSDs share, and Linux's own, for
+// the errors in `details` that Deno may report with no class of its own.
+const sharedErrnos: Record<number, string> = {
+  5: "EIO",
+  9: "EBADF",
+  18: "EXDEV",
+  24: "EMFILE",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+};
+const linuxErrnos: Record<number, string> = {
+  36: "ENAMETOOLONG",
+  39: "ENOTEMPTY",
+  40: "ELOOP",
+  122: "EDQUOT",
+};
+const onLinux = (globalThis as { Deno?: { build: { os: string } } }).Deno?.build.os === "linux";
+
 // The errno name of a plain Error whose message ends in "(os error N)", as
 // Deno reports the errors it has no class for (EFBIG: "File too large (os
 // error 27)").
 function osErrorName(message: string): string | undefined {
-  const n = /\(os error (\d+)\)/.exec(message)?.[1];
-  if (n === undefined) return undefined;
-  return Object.entries(os.constants.errno).find(([, v]) => v === Number(n))?.[0];
+  const n = Number(/\(os error (\d+)\)/.exec(message)?.[1]);
+  return sharedErrnos[n] ?? (onLinux ? linuxErrnos[n] : undefined);
 }
 
 /** Turns a runtime's error into this package's error classes. */
@@ -78,9 +95,13 @@ export function mapError(error: unknown, syscall: string, path: string): unknown
   return new Class(code, syscall, path, detail, { cause: error });
 }
 
-/** An error for a failed flock call, from its errno. */
-export function flockError(errno: number, path: string): FsError {
-  const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ??
+/** An error for a failed flock call, from its errno and the platform's errno numbers (node:os's `constants.errno`). */
+export function flockError(
+  errno: number,
+  numbers: Readonly<Record<string, number>>,
+  path: string,
+): FsError {
+  const name = Object.entries(numbers).find(([, n]) => n === errno)?.[0] ??
     `errno ${errno}`;
   const [Class, text] = details[name] ?? [FsError, `flock failed with ${name}`];
   return new Class(name, "lock", path, text);

@@ -1,8 +1,9 @@
 // The runtime layer on Bun and Node: node:fs for files, and BSD flock
 // through an FFI (_flock.ts), since neither has a lock API of its own.
-import * as fs from "node:fs";
-import * as os from "node:os";
-import { flockError, mapError, onFile, onPath } from "./_fserror.ts";
+// Node's modules are taken when nodeRuntime() runs, not imported: Deno
+// loads this file too (see _runtime.ts), and must not start its Node layer.
+import type { Dirent, Stats } from "node:fs";
+import { flockError as flockErrorOf, mapError, onFile, onPath } from "./_fserror.ts";
 import {
   flockSync,
   flockWait,
@@ -15,7 +16,7 @@ import {
 } from "./_flock.ts";
 import type { FileInfo, Impl, OpenFlags, RawFile } from "./_runtime.ts";
 
-function infoFromNode(s: fs.Stats): FileInfo {
+function infoFromNode(s: Stats): FileInfo {
   return {
     isFile: s.isFile(),
     isDirectory: s.isDirectory(),
@@ -32,7 +33,7 @@ function infoFromNode(s: fs.Stats): FileInfo {
 
 // The regular files among a directory's entries. A file system that does
 // not say an entry's type in the listing (every is*() false) gets an lstat.
-function fileNames(dir: string, entries: fs.Dirent[]): string[] {
+function fileNames(dir: string, entries: Dirent[], lstatSync: (p: string) => Stats): string[] {
   const names: string[] = [];
   for (const e of entries) {
     if (e.isFile()) {
@@ -42,7 +43,7 @@ function fileNames(dir: string, entries: fs.Dirent[]): string[] {
       !e.isCharacterDevice() && !e.isBlockDevice()
     ) {
       try {
-        if (fs.lstatSync(`${dir}/${e.name}`).isFile()) names.push(e.name);
+        if (lstatSync(`${dir}/${e.name}`).isFile()) names.push(e.name);
       } catch { /* gone meanwhile */ }
     }
   }
@@ -51,6 +52,9 @@ function fileNames(dir: string, entries: fs.Dirent[]): string[] {
 
 /** The runtime layer on Bun and Node: node:fs, and flock through an FFI. */
 export function nodeRuntime(name: "bun" | "node"): Impl {
+  const fs = process.getBuiltinModule("node:fs");
+  const os = process.getBuiltinModule("node:os");
+  const flockError = (errno: number, path: string) => flockErrorOf(errno, os.constants.errno, path);
   const C = fs.constants;
   const flagBits = (f: OpenFlags): number =>
     (f.read && (f.write || f.append) ? C.O_RDWR : f.write || f.append ? C.O_WRONLY : C.O_RDONLY) |
@@ -81,6 +85,8 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
     passesFiles: true,
     uid: () => process.geteuid?.(),
     readlinkSync: onPath("readlink", (p) => fs.readlinkSync(p)),
+    realPathSync: onPath("realpath", (p) => fs.realpathSync(p)),
+    readTextSync: onPath("read", (p) => fs.readFileSync(p, "utf8")),
     pid: process.pid,
     hostname: () => hostname ??= os.hostname(),
     openSync: onPath(
@@ -170,11 +176,11 @@ export function nodeRuntime(name: "bun" | "node"): Impl {
     readDirSync: onPath("readdir", (p) => fs.readdirSync(p)),
     readFilesSync: onPath(
       "readdir",
-      (p) => fileNames(p, fs.readdirSync(p, { withFileTypes: true })),
+      (p) => fileNames(p, fs.readdirSync(p, { withFileTypes: true }), fs.lstatSync),
     ),
     readFiles: onPath(
       "readdir",
-      async (p) => fileNames(p, await P.readdir(p, { withFileTypes: true })),
+      async (p) => fileNames(p, await P.readdir(p, { withFileTypes: true }), fs.lstatSync),
     ),
     readDir: onPath("readdir", (p) => P.readdir(p)),
     copyFileSync: onPath(

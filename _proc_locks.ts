@@ -1,7 +1,6 @@
 // Who holds a flock lock on a file, read from Linux's /proc/locks without
 // taking any lock.
-import * as fs from "node:fs";
-import type { FileInfo } from "./_runtime.ts";
+import { type FileInfo, rt } from "./_runtime.ts";
 
 // /proc/locks names a file by its device, as "major:minor" in hex, and its
 // inode; the kernel packs major and minor into st_dev as below. Lines with
@@ -19,7 +18,7 @@ let seesAll: boolean | undefined;
 function seesEveryProcess(): boolean {
   if (seesAll === undefined) {
     try {
-      seesAll = fs.readlinkSync("/proc/self/ns/pid") === INITIAL_PID_NAMESPACE;
+      seesAll = rt.readlinkSync("/proc/self/ns/pid") === INITIAL_PID_NAMESPACE;
     } catch {
       seesAll = false;
     }
@@ -62,9 +61,9 @@ function lockDeviceOf(info: FileInfo, path: string): number {
   if (dev !== undefined) return dev;
   dev = info.dev;
   try {
-    const real = fs.realpathSync(path);
+    const real = rt.realPathSync(path);
     let longest = -1;
-    for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    for (const line of rt.readTextSync("/proc/self/mountinfo").split("\n")) {
       const fields = line.split(" ");
       const at = /^(\d+):(\d+)$/.exec(fields[2] ?? "");
       if (at === null || fields[4] === undefined) continue;
@@ -88,16 +87,16 @@ function lockDeviceOf(info: FileInfo, path: string): number {
 function holdsThisFile(pid: number, info: FileInfo): boolean | undefined {
   let fds: string[];
   try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
+    fds = rt.readDirSync(`/proc/${pid}/fd`);
   } catch {
     return undefined;
   }
   for (const fd of fds) {
     try {
-      if (!/^lock:\s+\d+: FLOCK /m.test(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))) {
+      if (!/^lock:\s+\d+: FLOCK /m.test(rt.readTextSync(`/proc/${pid}/fdinfo/${fd}`))) {
         continue;
       }
-      const target = fs.statSync(`/proc/${pid}/fd/${fd}`);
+      const target = rt.statSync(`/proc/${pid}/fd/${fd}`);
       if (target.dev === info.dev && target.ino === info.ino) return true;
     } catch { /* closed meanwhile */ }
   }
@@ -122,7 +121,7 @@ export function flockEntriesOf(info: FileInfo, path: string): FlockEntry[] | und
   for (let reading = 0; reading < 3; reading++) {
     let table: string;
     try {
-      table = fs.readFileSync("/proc/locks", "utf8");
+      table = rt.readTextSync("/proc/locks");
     } catch {
       return undefined;
     }
@@ -159,7 +158,7 @@ let bootedAt: number | undefined;
 export function processOf(pid: number): { command?: string; startedAt?: Date } {
   const out: { command?: string; startedAt?: Date } = {};
   try {
-    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const argv = rt.readTextSync(`/proc/${pid}/cmdline`).split("\0");
     if (argv.at(-1) === "") argv.pop();
     if (argv.length > 0) out.command = argv.join(" ");
   } catch { /* gone, or hidden from us */ }
@@ -168,9 +167,9 @@ export function processOf(pid: number): { command?: string; startedAt?: Date } {
     // the fields before it follow the command name, which may hold spaces
     // and parentheses, so they are counted from its closing parenthesis.
     // The kernel reports ticks in USER_HZ, 100 on every Linux.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const stat = rt.readTextSync(`/proc/${pid}/stat`);
     const ticks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-    bootedAt ??= Number(/^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"))?.[1]) * 1000;
+    bootedAt ??= Number(/^btime (\d+)$/m.exec(rt.readTextSync("/proc/stat"))?.[1]) * 1000;
     if (Number.isFinite(bootedAt) && Number.isFinite(ticks)) {
       out.startedAt = new Date(bootedAt + ticks * 10);
     }

@@ -1,6 +1,10 @@
 // The one place that knows which runtime this is. filestore.ts, lock.ts and
 // lockfile.ts call the `rt` object below and never ask; the Deno
-// implementation is in _deno.ts, the Bun and Node one in _node.ts.
+// implementation is in _deno.ts, the Bun and Node one in _node.ts. Both are
+// imported (an ES module cannot choose its imports without a top-level
+// await, which CommonJS bundles refuse), so neither imports a node: module:
+// _node.ts takes them when nodeRuntime() runs, never on Deno, where the
+// first node: module costs 15-23 ms.
 import { denoRuntime } from "./_deno.ts";
 import { nodeRuntime } from "./_node.ts";
 import { flockHoldersOf } from "./_proc_locks.ts";
@@ -116,6 +120,10 @@ export interface Runtime {
   /** The effective user id, or undefined where there is none (Windows) or it may not be read. */
   uid(): number | undefined;
   readlinkSync(path: string): string;
+  /** The path with every link and `.`/`..` resolved. */
+  realPathSync(path: string): string;
+  /** A whole file as UTF-8 text, for the small files of /proc. */
+  readTextSync(path: string): string;
   readonly pid: number;
   hostname(): string;
   openSync(path: string, flags: OpenFlags): RawFile;
@@ -178,8 +186,10 @@ export type Impl = Omit<Runtime, "flockHolders" | "fsyncDirSync" | "fsyncDir">;
 export const runtimeName: RuntimeName = detect();
 
 /** Whether this is Windows, where a backslash separates paths too. */
-export const onWindows: boolean =
-  (globalThis as { process?: { platform?: string } }).process?.platform === "win32";
+export const onWindows: boolean = runtimeName === "deno"
+  // Deno builds its `process` when first touched, at the Node layer's cost.
+  ? (globalThis as { Deno?: { build?: { os?: string } } }).Deno?.build?.os === "windows"
+  : (globalThis as { process?: { platform?: string } }).process?.platform === "win32";
 
 const impl: Impl = runtimeName === "deno" ? denoRuntime() : nodeRuntime(runtimeName);
 

@@ -17,10 +17,8 @@
  *
  * @module
  */
-import process from "node:process";
-import { fileURLToPath } from "node:url";
-import { CliError, oneLine, UsageError } from "./_cli_args.ts";
-import { CommandFailed } from "./_cli_run.ts";
+import { CliError, CommandFailed, oneLine, UsageError } from "./_cli_args.ts";
+import { loadHost } from "./_cli_host.ts";
 import { FsError, NoSpace } from "./errors.ts";
 
 const HELP = `Usage: filestore COMMAND [options] ...
@@ -90,9 +88,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
  */
 export async function main(args: readonly string[]): Promise<number> {
   const [name, ...rest] = args;
+  const host = await loadHost();
   try {
     if (name === "-h" || name === "--help" || name === "help") {
-      process.stdout.write(HELP);
+      host.out(HELP);
       return 0;
     }
     if (name === undefined) throw new UsageError("requires a command");
@@ -102,7 +101,7 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (e) {
     const where = name && Object.hasOwn(COMMANDS, name) ? ` ${name}` : "";
     // One line, whatever file names and command lines the message holds.
-    const say = (text: string) => process.stderr.write(`filestore${where}: ${oneLine(text)}\n`);
+    const say = (text: string) => host.err(`filestore${where}: ${oneLine(text)}\n`);
     if (e instanceof UsageError) {
       say(`${e.message}; see 'filestore${where} --help'`);
       return 64;
@@ -119,25 +118,27 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 // Run as a program (deno run, bun, node) rather than imported. Node 22 has
-// no import.meta.main.
+// no import.meta.main; there (never on Deno, which has it) node:url and the
+// script's path say.
 function isProgram(): boolean {
   const meta = import.meta as { main?: boolean };
   if (typeof meta.main === "boolean") return meta.main;
   try {
-    return process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1];
+    const script = process.argv[1];
+    const { fileURLToPath } = process.getBuiltinModule("node:url");
+    return script !== undefined && fileURLToPath(import.meta.url) === script;
   } catch {
     return false;
   }
 }
 
 if (isProgram()) {
+  const host = await loadHost();
   // A reader that went away (`filestore watch DIR | head -1`) ends the
   // command as SIGPIPE would, quietly.
-  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
-    process.exit(e.code === "EPIPE" ? 141 : 74);
-  });
-  const status = await main(process.argv.slice(2));
+  host.exitOnBrokenPipe();
+  const status = await main(host.args());
   // The commands leave nothing to wait for; the exit is explicit so that a
   // handle left open by a killed child's pipe cannot keep the command alive.
-  process.exit(status);
+  host.exit(status);
 }

@@ -3,17 +3,21 @@
 // one-line usage errors. The command runs on the runtime running the tests.
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { builtinModules } from "node:module";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Lock } from "../lock.ts";
-import { command, root, runtimeName, tempDir } from "./_util.ts";
+import { command, root, runtimeName, sleep, tempDir } from "./_util.ts";
 
 const cli = command(runtimeName, "cli.ts");
 // Used unquoted in bash ($L): the project's path must hold no blank.
 const cliLine = [cli[0], ...cli[1]].join(" ");
 const hasFlock = spawnSync("flock", ["--version"]).status === 0;
 const hasPython = spawnSync("python3", ["-c", "import fcntl"]).status === 0;
+// util-linux script(1) runs a command on a new pseudo-terminal, in its
+// foreground process group.
+const hasScript = spawnSync("script", ["--version"]).status === 0;
 const onDeno = runtimeName === "deno";
 const canBeNobody = process.getuid?.() === 0 &&
   spawnSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"]).status ===
@@ -212,6 +216,91 @@ for (const c of CASES) {
     });
   }
 }
+
+// Deno starts its Node layer on the first node: import (15-23 ms, most of a
+// run). An import map that sends every node: module to a file that throws
+// makes any such import in `filestore lock` fail it.
+test(
+  "filestore lock on Deno imports no node: module, when it runs a command and when it is refused",
+  {
+    skip: onDeno ? false : "Deno only: Bun and Node use node: modules",
+  },
+  async () => {
+    using dir = tempDir();
+    const poison = join(dir.path, "poison.js");
+    writeFileSync(poison, 'throw new Error("a node: module was imported");\n');
+    const names = builtinModules.map((n) => n.replace(/^node:/, ""));
+    const map = join(dir.path, "map.json");
+    writeFileSync(
+      map,
+      JSON.stringify({ imports: Object.fromEntries(names.map((n) => [`node:${n}`, poison])) }),
+    );
+    const denoRun = (...args: string[]) =>
+      spawnSync(cli[0], ["run", "-A", "--quiet", "--import-map", map, ...args], {
+        encoding: "utf8",
+      });
+    // The map does catch an import.
+    const importsFs = join(dir.path, "imports_fs.ts");
+    writeFileSync(importsFs, 'import "node:fs";\n');
+    const caught = denoRun(importsFs);
+    assert.notEqual(caught.status, 0);
+    assert.match(caught.stderr, /a node: module was imported/);
+
+    const file = join(dir.path, "x.lock");
+    const ran = denoRun(join(root, "cli.ts"), "lock", "-n", file, "sh", "-c", "exit 3");
+    assert.equal(ran.status, 3, ran.stderr);
+    await using lock = new Lock(file);
+    await lock.acquire();
+    const refused = denoRun(join(root, "cli.ts"), "lock", "-n", file, "true");
+    assert.equal(refused.status, 1, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`locked by pid ${process.pid} \\(exclusive\\)`));
+  },
+);
+
+// The command counts the SIGINTs it gets (the first within 10 s, then any
+// for 0.5 s more) and exits with 10 + the count. Two SIGINTs close together
+// can merge into one (a signal is pending once), so a second delivery may
+// go unseen; one that is seen is a real second delivery.
+const COUNT_SIGINTS = `
+import signal, sys, time
+n = 0
+def on_int(s, f):
+    global n
+    n += 1
+signal.signal(signal.SIGINT, on_int)
+open(sys.argv[1], "w").write("ready")
+end = time.time() + 10
+while time.time() < end and n == 0:
+    time.sleep(0.01)
+end = time.time() + 0.5
+while time.time() < end:
+    time.sleep(0.01)
+sys.exit(10 + n)
+`;
+
+test("filestore lock: Ctrl-C in a terminal reaches the command once, and filestore waits for it", {
+  skip: !hasScript ? "needs util-linux script(1)" : !hasPython ? "needs python3" : false,
+}, async () => {
+  using dir = tempDir();
+  const counter = join(dir.path, "count_sigints.py");
+  writeFileSync(counter, COUNT_SIGINTS);
+  const ready = join(dir.path, "ready");
+  const line = [cli[0], ...cli[1], "lock", join(dir.path, "x.lock"), "python3", counter, ready]
+    .map(quote).join(" ");
+  // Ctrl-C typed into the terminal: the line discipline sends SIGINT to the
+  // whole foreground group, filestore and the command alike.
+  const child = spawn("script", ["-qec", line, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (s: string) => output += s);
+  child.stderr.setEncoding("utf8").on("data", (s: string) => output += s);
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  for (let i = 0; i < 1000 && !existsSync(ready); i++) await sleep(20);
+  assert.ok(existsSync(ready), `the command did not start: ${output}`);
+  child.stdin.write("\x03");
+  const code = await exited;
+  child.stdin.destroy();
+  assert.equal(code, 11, `10 + the SIGINTs the command got; output: ${output}`);
+});
 
 test("filestore lock: a refusal names the holder, its mode and command", {
   skip: hasFlock ? false : "needs util-linux flock(1)",

@@ -3,11 +3,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { rt } from "../_runtime.ts";
 import { lockWait } from "../_wait.ts";
-import { IsADirectory, NotADirectory, NotFound } from "../errors.ts";
+import { AlreadyExists, IsADirectory, NotADirectory, NotFound } from "../errors.ts";
 import { runtimeName, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
 
 const hasFlock = spawnSync("flock", ["--version"]).status === 0;
@@ -274,4 +274,28 @@ test("rt reports missing directories, directories and files in the way with its 
   writeFileSync(join(dir.path, "plain"), "x");
   assert.throws(() => open(join(dir.path, "plain", "x")), NotADirectory);
   assert.equal(readFileSync(join(dir.path, "plain"), "utf8"), "x");
+});
+
+test("rt.copyFile() and copyFileSync(), exclusive: the content and mode, and an existing target refused and kept", async () => {
+  using dir = tempDir();
+  const from = join(dir.path, "from");
+  writeFileSync(from, "x".repeat(100_000), { mode: 0o640 });
+  chmodSync(from, 0o640);
+  const taken = join(dir.path, "taken");
+  writeFileSync(taken, "keep");
+  for (
+    const [name, copy] of [
+      ["sync", (a: string, b: string) => rt.copyFileSync(a, b, true)],
+      ["async", (a: string, b: string) => rt.copyFile(a, b, true)],
+    ] as const
+  ) {
+    const to = join(dir.path, `to-${name}`);
+    await copy(from, to);
+    assert.equal(readFileSync(to, "utf8"), "x".repeat(100_000), name);
+    assert.equal(statSync(to).mode & 0o777, 0o640, name);
+    await assert.rejects(async () => await copy(from, taken), AlreadyExists, name);
+    assert.equal(readFileSync(taken, "utf8"), "keep", name);
+    await assert.rejects(async () => await copy(join(dir.path, "missing"), to + "-2"), NotFound);
+    assert.equal(existsSync(to + "-2"), false, name);
+  }
 });

@@ -599,7 +599,7 @@ export async function fullDisk(dir: string): Promise<Figures> {
  * each refusal is a NoSpace (EFBIG), and `new` holds only whole messages
  * and `tmp` nothing.
  */
-export async function fileSizeLimit(dir: string, runtime: Runtime): Promise<Figures> {
+export function fileSizeLimit(dir: string, runtime: Runtime): Figures {
   const f = figures(`file-size limit (${runtime})`);
   const path = join(dir, `store-${runtime}`);
   const [bin, argv] = command(runtime, "tests/fixtures/file_size_limit.ts", [path]);

@@ -482,7 +482,7 @@ const btrfsCapable = isRoot && mkfsBtrfs !== undefined && existsSync("/proc/lock
 
 test("on btrfs, a held lock is seen as held and its namesake in another subvolume as free", {
   skip: btrfsCapable ? false : "needs root, mkfs.btrfs and a loop device for a btrfs image",
-}, async (t) => {
+}, (t) => {
   using dir = tempDir();
   const image = join(dir.path, "btrfs.img");
   const mount = join(dir.path, "mnt");

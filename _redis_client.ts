@@ -40,6 +40,13 @@ export interface Connection {
   duplicate(): Promise<Connection>;
   /** Closes a connection that came from duplicate(); never rejects. */
   close(): Promise<void>;
+  /**
+   * Whether a connection that came from duplicate() may keep the host
+   * process alive: yes while a wait runs on it, no while it idles in the
+   * pool (a library must not delay its host's exit). Bun's `RedisClient`
+   * does not keep the process alive when idle, and has no such switch.
+   */
+  keepAlive(yes: boolean): void;
 }
 
 type Flavour = "send" | "call" | "sendCommand";
@@ -50,6 +57,9 @@ interface AnyClient {
   sendCommand?(args: string[]): Promise<unknown>;
   duplicate(): unknown;
   connect?(): Promise<unknown>;
+  ref?(): unknown;
+  unref?(): unknown;
+  stream?: { ref?(): unknown; unref?(): unknown };
   close?(): unknown;
   quit?(): unknown;
   disconnect?(): unknown;
@@ -120,6 +130,7 @@ export function connectionOf(client: unknown, owned = false): Connection {
       if (flavour === "sendCommand" && typeof copy.connect === "function") await copy.connect();
       return connectionOf(copy, true);
     },
+    keepAlive: owned ? keepAliveOf(c, flavour) : () => {},
     async close() {
       if (!owned) return;
       try {
@@ -131,6 +142,27 @@ export function connectionOf(client: unknown, owned = false): Connection {
         // Already closed, or the server went away: either way it is closed.
       }
     },
+  };
+}
+
+// node-redis has ref() and unref(), which it applies again after a
+// reconnect; ioredis has neither, so its socket is switched, and switched
+// again on each new connection; anything else is switched if it can be.
+function keepAliveOf(c: AnyClient, flavour: Flavour): (yes: boolean) => void {
+  if (flavour === "call") {
+    let alive = true;
+    c.on?.("connect", () => {
+      if (!alive) c.stream?.unref?.();
+    });
+    return (yes) => {
+      alive = yes;
+      if (yes) c.stream?.ref?.();
+      else c.stream?.unref?.();
+    };
+  }
+  return (yes) => {
+    if (yes) c.ref?.();
+    else c.unref?.();
   };
 }
 

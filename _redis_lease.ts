@@ -30,7 +30,8 @@ export class LockLost extends LockException {}
 // ---------------------------------------------------------------------------
 // Blocking connections: BLPOP holds a connection until it returns, so a wait
 // runs on a duplicate of the user's client. Idle duplicates are kept for a
-// second for the next wait, then closed.
+// second for the next wait, then closed; while idle they do not keep the
+// host process alive.
 
 const IDLE_MS = 1000;
 
@@ -44,7 +45,9 @@ export interface Blocker {
 
 export class Pool {
   #base: Connection;
-  #idle: { blocker: Blocker; cancel: () => void }[] = [];
+  // Oldest first: take() reuses the newest.
+  #idle: { blocker: Blocker; since: number }[] = [];
+  #sweep: (() => void) | undefined;
 
   constructor(base: Connection) {
     this.#base = base;
@@ -53,7 +56,7 @@ export class Pool {
   async take(): Promise<Blocker> {
     const entry = this.#idle.pop();
     if (entry !== undefined) {
-      entry.cancel();
+      entry.blocker.conn.keepAlive(true);
       return entry.blocker;
     }
     const conn = await this.#base.duplicate();
@@ -80,15 +83,23 @@ export class Pool {
       });
       return;
     }
-    const entry = {
-      blocker,
-      cancel: after(IDLE_MS, () => {
-        const at = this.#idle.indexOf(entry);
-        if (at >= 0) this.#idle.splice(at, 1);
-        void blocker.conn.close();
-      }),
-    };
-    this.#idle.push(entry);
+    blocker.conn.keepAlive(false);
+    this.#idle.push({ blocker, since: performance.now() });
+    this.#sweep ??= unrefTimer(IDLE_MS, () => this.#closeIdle());
+  }
+
+  // One timer for all idle connections, not one per give(): a process that
+  // waits often gives a connection back on every acquire.
+  #closeIdle(): void {
+    this.#sweep = undefined;
+    const now = performance.now();
+    while (this.#idle.length > 0 && now - this.#idle[0]!.since >= IDLE_MS) {
+      void this.#idle.shift()!.blocker.conn.close();
+    }
+    const oldest = this.#idle[0];
+    if (oldest !== undefined) {
+      this.#sweep = unrefTimer(oldest.since + IDLE_MS - now, () => this.#closeIdle());
+    }
   }
 
   /**

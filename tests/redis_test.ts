@@ -302,6 +302,11 @@ test("RedisLock: a restarted redis-server aborts every holder's signal, and toke
 // ---------------------------------------------------------------------------
 // Processes of all three runtimes.
 
+// The clients a child of `runtime` can use.
+function kindsOf(runtime: Runtime): ClientKind[] {
+  return runtime === "bun" ? ["bun", "node-redis", "ioredis"] : ["node-redis", "ioredis"];
+}
+
 // The client a child of `runtime` uses, varied across children.
 function clientFor(runtime: Runtime, i: number): ClientKind {
   if (runtime === "bun" && i % 3 === 0) return "bun";
@@ -445,6 +450,48 @@ for (const runtime of RUNTIMES) {
       } finally {
         stopped.kill("SIGKILL");
         next.kill("SIGKILL");
+      }
+    },
+  );
+}
+
+for (const runtime of RUNTIMES) {
+  test(
+    `RedisLock (${runtime}): a process that waited for the lock exits after its last release as promptly as one that did not`,
+    needs,
+    async () => {
+      for (const kind of kindsOf(runtime)) {
+        // Milliseconds from the child's last release (and close) to its exit.
+        const exitAfter = async (waits: boolean) => {
+          const name = fresh("exit");
+          let ms = 0;
+          await withClient(CLIENT_KINDS[0]!, async (c) => {
+            const holder = new RedisLock(c.client, name);
+            if (waits) await holder.acquire();
+            const child = start(runtime, CHILD, ["exit", server!.url, kind, name]);
+            if (waits) {
+              // Released once the child is registered as a waiter: it
+              // blocks on a connection of its own.
+              const waiters = `filestore:lock:{${name}}:waiters`;
+              while (Number(await c.send("ZCARD", waiters)) === 0) await sleep(10);
+              await holder.release();
+            }
+            await child.line("released", 30_000);
+            const released = performance.now();
+            assert.equal(await child.exited, 0);
+            ms = performance.now() - released;
+          });
+          return ms;
+        };
+        const plain = await exitAfter(false);
+        const waited = await exitAfter(true);
+        console.log(
+          `# ${runtime}, ${kind}: exited ${waited.toFixed(0)} ms after its last release, ${
+            plain.toFixed(0)
+          } ms without a wait`,
+        );
+        // An idle blocking connection kept the process alive for a second.
+        assert.ok(waited < plain + 500, `${waited} ms after waiting, ${plain} ms without`);
       }
     },
   );

@@ -269,6 +269,47 @@ for (const kind of CLIENT_KINDS) {
       });
     },
   );
+
+  test(
+    `RedisLock (${kind}): a holder whose killed connection stays down past its lease knows it lost the lock before another takes it`,
+    needs,
+    async () => {
+      const name = fresh("kill-lost");
+      const ttl = 500;
+      // Back only after the lease (ioredis), or never (Bun's, node-redis).
+      const cut = await connect(kind, server!.url, { reconnectAfter: 1500 });
+      try {
+        await withClient(kind, async (other) => {
+          const holder = new RedisLock(cut.client, name, { ttl });
+          const lease = await holder.acquire();
+          await other.send("CLIENT", "KILL", "ID", String(await cut.send("CLIENT", "ID")));
+          const next = new RedisLock(other.client, name, { ttl });
+          const taken = await next.acquire({ timeout: 10_000 });
+          // Never two holders: the holder's signal had aborted by then.
+          assert.ok(lease.signal.aborted, "the holder was not told before another took the lock");
+          assert.ok(lease.signal.reason instanceof LockLost, String(lease.signal.reason));
+          assert.match(lease.signal.reason.message, /no renewal was confirmed within its lease/);
+          assert.equal(holder.locked, false);
+          assert.ok(taken.token > lease.token);
+          // Once the client is back, what it had queued (a renewal, the
+          // release sent when the lease was lost) does not revive the old
+          // lease, and neither does a late release.
+          await cut.send("PING").catch(() => {});
+          await holder.release().catch(() => {});
+          assert.equal(holder.locked, false);
+          await assert.rejects(
+            new RedisLock(other.client, name).acquire({ timeout: 0 }),
+            AlreadyLocked,
+          );
+          assert.ok(next.locked);
+          assert.equal(taken.signal.aborted, false);
+          await next.release();
+        });
+      } finally {
+        await cut.close();
+      }
+    },
+  );
 }
 
 test("RedisLock: a restarted redis-server aborts every holder's signal, and tokens still grow", {

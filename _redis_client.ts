@@ -34,8 +34,12 @@ export type RedisClientLike =
 
 /** One connection, whatever the client. */
 export interface Connection {
-  /** Sends a command; replies come back with bytes as strings, integers as numbers. */
-  send(command: string, args: readonly string[]): Promise<unknown>;
+  /**
+   * Sends a command; replies come back with bytes as strings, integers as
+   * numbers. `args` is the connection's from then on: the caller makes a
+   * new array for each command.
+   */
+  send(command: string, args: string[]): Promise<unknown>;
   /** A second connection with the same options, connected. */
   duplicate(): Promise<Connection>;
   /** Closes a connection that came from duplicate(); never rejects. */
@@ -106,12 +110,12 @@ export function connectionOf(client: unknown, owned = false): Connection {
   const flavour = flavourOf(client);
   if (flavour === undefined) throw new TypeError("Not a Redis client");
   const c = client as AnyClient;
-  let send: (command: string, args: readonly string[]) => Promise<unknown>;
-  if (flavour === "send") send = (command, args) => c.send!(command, [...args]);
+  let send: (command: string, args: string[]) => Promise<unknown>;
+  if (flavour === "send") send = (command, args) => c.send!(command, args);
   else if (flavour === "call") send = (command, args) => c.call!(command, ...args);
   else send = (command, args) => c.sendCommand!([command, ...args]);
   return {
-    send: async (command, args) => normalise(await send(command, args)),
+    send: (command, args) => send(command, args).then(normalise),
     async duplicate() {
       // ioredis sends a command again after a reconnect by default: a
       // BLPOP sent again would wait on for a registration that a restart

@@ -200,7 +200,7 @@ for (const kind of CLIENT_KINDS) {
     async () => {
       await withClient(kind, async (c) => {
         const name = fresh("big");
-        await c.send("SET", `filestore:lock:{${name}}:token`, "9007199254740993");
+        await c.send("HSET", `filestore:lock:{${name}}:owners`, "n", "9007199254740993");
         const lock = new RedisLock(c.client, name);
         const { token } = await lock.acquire();
         assert.equal(token, 9007199254740994n);
@@ -221,7 +221,7 @@ for (const kind of CLIENT_KINDS) {
         const first = new RedisLock(c.client, name, { ttl: 300 });
         const lease = await first.acquire();
         // What a failover to a replica that missed the write looks like.
-        await c.send("DEL", `filestore:lock:{${name}}:owners`, `filestore:lock:{${name}}:info`);
+        await c.send("DEL", `filestore:lock:{${name}}:owners`);
         const reason = await aborted(lease.signal, 5000);
         assert.ok(reason instanceof LockLost, String(reason));
         assert.equal(first.locked, false);
@@ -421,14 +421,15 @@ for (const runtime of RUNTIMES) {
         const waiting = waiter.acquire({ timeout: ttl * 10 });
         await sleep(20);
         holder.kill("SIGKILL");
-        // The dead holder's lease end, and the grant, on the server's clock.
-        const info = `filestore:lock:{${name}}:info`;
-        const ended = Number(
-          await c.send("ZSCORE", `filestore:lock:{${name}}:owners`, String(token)),
-        );
+        // The dead holder's lease end, and the grant, on the server's clock
+        // ("<end> <mode> <since> <holder>").
+        const owners = `filestore:lock:{${name}}:owners`;
+        const ended = Number(String(await c.send("HGET", owners, String(token))).split(" ")[0]);
         const lease = await waiting;
         assert.ok(lease.token > token);
-        const since = Number(String(await c.send("HGET", info, String(lease.token))).split(" ")[1]);
+        const since = Number(
+          String(await c.send("HGET", owners, String(lease.token))).split(" ")[2],
+        );
         console.log(`# ${runtime}: held ${since - ended} ms after the killed holder's lease ended`);
         await waiter.release();
       });

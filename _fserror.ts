@@ -56,11 +56,22 @@ function denoAdvice(message: string): string {
   return flag === undefined ? message : `run again with ${flag}`;
 }
 
+// The errno name of a plain Error whose message ends in "(os error N)", as
+// Deno reports the errors it has no class for (EFBIG: "File too large (os
+// error 27)").
+function osErrorName(message: string): string | undefined {
+  const n = /\(os error (\d+)\)/.exec(message)?.[1];
+  if (n === undefined) return undefined;
+  return Object.entries(os.constants.errno).find(([, v]) => v === Number(n))?.[0];
+}
+
 /** Turns a runtime's error into this package's error classes. */
 export function mapError(error: unknown, syscall: string, path: string): unknown {
   if (error instanceof FsError || !(error instanceof Error)) return error;
   const e = error as Error & { code?: unknown };
-  const code = typeof e.code === "string" && e.code.startsWith("E") ? e.code : denoNames[e.name];
+  const code = typeof e.code === "string" && e.code.startsWith("E")
+    ? e.code
+    : denoNames[e.name] ?? osErrorName(e.message);
   if (code === undefined) return error;
   const [Class, text] = details[code] ?? [FsError, e.message];
   const detail = code === "ENOTCAPABLE" ? `${text}: ${denoAdvice(e.message)}` : text;

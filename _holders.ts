@@ -66,5 +66,5 @@ export interface LockHolderProcess {
  */
 export function lockHolders(path: string): LockHolderProcess[] | undefined {
   const info = rt.statSync(checkPath(path, "list lock holders"));
-  return flockEntriesOf(info)?.map((entry) => ({ ...entry, ...processOf(entry.pid) }));
+  return flockEntriesOf(info, path)?.map((entry) => ({ ...entry, ...processOf(entry.pid) }));
 }

@@ -60,8 +60,16 @@ function* openExisting(path: string, flags: OpenFlags): Steps<RawFile> {
 }
 
 // Deno: lstat, then open without creating (or create with O_EXCL), then
-// fstat; a path that changed in between is tried again.
+// fstat; a path that changed in between is tried again. A file that must
+// be new is created with O_EXCL straight away.
 function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]> {
+  if (flags.createNew) {
+    // O_CREAT | O_EXCL refuses whatever stands at the path, a link too:
+    // nothing to look at first (and no failed lstat, which costs Deno an
+    // error object, for every new file).
+    const raw = yield* step("open", path, { ...flags, create: false, createNew: true });
+    return [raw, yield* step("fstat", raw)];
+  }
   for (let attempt = 0; attempt < 16; attempt++) {
     let before: FileInfo | undefined;
     try {
@@ -70,19 +78,16 @@ function* openChecked(path: string, flags: OpenFlags): Steps<[RawFile, FileInfo]
       if (!(e instanceof NotFound)) throw e;
     }
     if (before === undefined) {
-      if (!flags.create && !flags.createNew) {
-        throw new NotFound("ENOENT", "open", path, "no such file or directory");
-      }
+      if (!flags.create) throw new NotFound("ENOENT", "open", path, "no such file or directory");
       let raw: RawFile;
       try {
         raw = yield* step("open", path, { ...flags, create: false, createNew: true });
       } catch (e) {
-        if (e instanceof AlreadyExists && !flags.createNew) continue;
+        if (e instanceof AlreadyExists) continue;
         throw e;
       }
       return [raw, yield* step("fstat", raw)];
     }
-    if (flags.createNew) throw new AlreadyExists("EEXIST", "open", path, "file exists");
     if (!before.isFile) throw notAFile(path, before);
     let raw: RawFile;
     try {

@@ -33,13 +33,90 @@ export interface FlockEntry {
   shared: boolean;
 }
 
+// The kernel's st_dev from a "major:minor" pair (glibc's makedev).
+function makedev(major: bigint, minor: bigint): number {
+  return Number(
+    (minor & 0xffn) | ((major & 0xfffn) << 8n) | ((minor & ~0xffn) << 12n) |
+      ((major & ~0xfffn) << 32n),
+  );
+}
+
+// The path of a mount point as /proc/self/mountinfo escapes it (octal
+// \040 for a space, and so on).
+function unescape(field: string): string {
+  return field.replace(
+    /\\([0-7]{3})/g,
+    (_, octal: string) => String.fromCharCode(parseInt(octal, 8)),
+  );
+}
+
+// btrfs gives each subvolume a device number of its own for stat(), while
+// /proc/locks names the file system's own device (the third field of the
+// mount's line in /proc/self/mountinfo), and inode numbers repeat from one
+// subvolume to the next. So the device /proc/locks uses for files of one
+// st_dev is looked up once, from the mount the path lies on.
+const lockDevices = new Map<number, number>();
+
+function lockDeviceOf(info: FileInfo, path: string): number {
+  let dev = lockDevices.get(info.dev);
+  if (dev !== undefined) return dev;
+  dev = info.dev;
+  try {
+    const real = fs.realpathSync(path);
+    let longest = -1;
+    for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+      const fields = line.split(" ");
+      const at = /^(\d+):(\d+)$/.exec(fields[2] ?? "");
+      if (at === null || fields[4] === undefined) continue;
+      const point = unescape(fields[4]);
+      const under = point === "/" || real === point || real.startsWith(`${point}/`);
+      // A later line for the same point is a mount on top of the earlier one.
+      if (under && point.length >= longest) {
+        longest = point.length;
+        dev = makedev(BigInt(at[1]!), BigInt(at[2]!));
+      }
+    }
+  } catch { /* then st_dev, as on most file systems */ }
+  lockDevices.set(info.dev, dev);
+  return dev;
+}
+
+// Whether process `pid` holds its flock on the very file `info` describes:
+// an open file of it whose fdinfo lists a flock and whose target has the
+// same device and inode. Undefined where its descriptors cannot be read
+// (another user's process, without root).
+function holdsThisFile(pid: number, info: FileInfo): boolean | undefined {
+  let fds: string[];
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return undefined;
+  }
+  for (const fd of fds) {
+    try {
+      if (!/^lock:\s+\d+: FLOCK /m.test(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))) {
+        continue;
+      }
+      const target = fs.statSync(`/proc/${pid}/fd/${fd}`);
+      if (target.dev === info.dev && target.ino === info.ino) return true;
+    } catch { /* closed meanwhile */ }
+  }
+  return false;
+}
+
 /**
- * The processes holding a flock on the file; undefined where /proc/locks
- * cannot tell: there is none, or it lists nobody and this process is in a
- * pid namespace whose /proc may leave a holder out.
+ * The processes holding a flock on the file at `path`, which `info`
+ * (its fstat) describes; undefined where /proc/locks cannot tell: there
+ * is none, it lists nobody and this process is in a pid namespace whose
+ * /proc may leave a holder out, or the file system repeats inode numbers
+ * (btrfs) and a listed holder's descriptors cannot be read to tell its
+ * file from this one.
  */
-export function flockEntriesOf(info: FileInfo): FlockEntry[] | undefined {
-  const dev = BigInt(info.dev);
+export function flockEntriesOf(info: FileInfo, path: string): FlockEntry[] | undefined {
+  const lockDev = lockDeviceOf(info, path);
+  // btrfs: the line of another subvolume's file may look like this one's.
+  const ambiguous = lockDev !== info.dev;
+  const dev = BigInt(lockDev);
   const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
   const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
   for (let reading = 0; reading < 3; reading++) {
@@ -59,14 +136,20 @@ export function flockEntriesOf(info: FileInfo): FlockEntry[] | undefined {
         found.push({ pid: Number(m[2]), shared: m[1] === "READ" });
       }
     }
-    if (found.length > 0) return found;
+    if (found.length > 0 && !ambiguous) return found;
+    if (found.length > 0) {
+      const verdicts = found.map((e) => holdsThisFile(e.pid, info));
+      if (verdicts.includes(undefined)) return undefined;
+      const mine = found.filter((_, i) => verdicts[i]);
+      if (mine.length > 0) return mine;
+    }
   }
   return seesEveryProcess() ? [] : undefined;
 }
 
 /** The pids holding a flock on the file; see {@link flockEntriesOf}. */
-export function flockHoldersOf(info: FileInfo): number[] | undefined {
-  return flockEntriesOf(info)?.map((e) => e.pid);
+export function flockHoldersOf(info: FileInfo, path: string): number[] | undefined {
+  return flockEntriesOf(info, path)?.map((e) => e.pid);
 }
 
 // The boot time, in ms since the epoch, read once: it does not change.

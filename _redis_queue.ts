@@ -66,44 +66,64 @@ export function queueKeysOf(name: string): QueueKeys {
 // the next claim takes it at once.
 export const RELEASED_IDLE = "315360000000";
 
-// KEYS: stream, dead, since. ARGV: group, consumer, ttl, maxDeliveries (0:
-// none), cursor. Takes over an entry idle for ttl (moving one delivered
-// maxDeliveries times to the dead-letter stream instead), else reads a new
-// one. Replies {id, fields, deliveries, cursor}; id '' when none.
-const TAKE = `
-local stream, dead, since = KEYS[1], KEYS[2], KEYS[3]
-local group, me, ttl, max, cursor = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local t = redis.call('TIME')
-local stamp = (t[1] * 1000 + math.floor(t[2] / 1000)) .. ' ' .. me
-for _ = 1, 10 do
-  local r = redis.call('XAUTOCLAIM', stream, group, me, ttl, cursor, 'COUNT', 1)
-  cursor = r[1]
-  local e = r[2][1]
-  if e and not e[2] then
-    redis.call('XACK', stream, group, e[1])
-    redis.call('HDEL', since, e[1])
-  elseif e then
-    local n = redis.call('XPENDING', stream, group, e[1], e[1], 1)[1][4]
-    if max > 0 and n > max then
-      redis.call('XADD', dead, '*', 'id', e[1], 'deliveries', n - 1, unpack(e[2]))
-      redis.call('XACK', stream, group, e[1])
-      redis.call('XDEL', stream, e[1])
-      redis.call('HDEL', since, e[1])
-    else
-      redis.call('HSET', since, e[1], stamp)
-      return {e[1], e[2], n, cursor}
+// Takes over an entry idle for ttl (moving one delivered maxDeliveries
+// times to the dead-letter stream instead), else reads a new one. Replies
+// {id, fields, deliveries, cursor}; id '' when none. (max 0: no limit.)
+// With forget > 0, first removes from the group the other consumers that
+// hold nothing and were last heard from more than forget ms ago: dead ones
+// would stay named there for ever. That loses nothing (DELCONSUMER drops
+// only what the consumer holds), and a live one is made again by its next
+// read, also by a read it is blocked in now.
+const TAKE_FUNCTION = `
+local function take(stream, dead, since, group, me, ttl, max, cursor, forget)
+  if forget > 0 then
+    for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      if info['name'] ~= me and info['pending'] == 0 and info['idle'] > forget then
+        redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+      end
     end
-  elseif cursor == '0-0' then
-    break
   end
+  local t = redis.call('TIME')
+  local stamp = (t[1] * 1000 + math.floor(t[2] / 1000)) .. ' ' .. me
+  for _ = 1, 10 do
+    local r = redis.call('XAUTOCLAIM', stream, group, me, ttl, cursor, 'COUNT', 1)
+    cursor = r[1]
+    local e = r[2][1]
+    if e and not e[2] then
+      redis.call('XACK', stream, group, e[1])
+      redis.call('HDEL', since, e[1])
+    elseif e then
+      local n = redis.call('XPENDING', stream, group, e[1], e[1], 1)[1][4]
+      if max > 0 and n > max then
+        redis.call('XADD', dead, '*', 'id', e[1], 'deliveries', n - 1, unpack(e[2]))
+        redis.call('XACK', stream, group, e[1])
+        redis.call('XDEL', stream, e[1])
+        redis.call('HDEL', since, e[1])
+      else
+        redis.call('HSET', since, e[1], stamp)
+        return {e[1], e[2], n, cursor}
+      end
+    elseif cursor == '0-0' then
+      break
+    end
+  end
+  local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', 1, 'STREAMS', stream, '>')
+  if r then
+    local e = r[1][2][1]
+    redis.call('HSET', since, e[1], stamp)
+    return {e[1], e[2], 1, cursor}
+  end
+  return {'', {}, 0, cursor}
 end
-local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', 1, 'STREAMS', stream, '>')
-if r then
-  local e = r[1][2][1]
-  redis.call('HSET', since, e[1], stamp)
-  return {e[1], e[2], 1, cursor}
-end
-return {'', {}, 0, cursor}
+`;
+
+// KEYS: stream, dead, since. ARGV: group, consumer, ttl, maxDeliveries,
+// cursor, forget. The next message for `consumer`.
+const TAKE = `${TAKE_FUNCTION}
+return take(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5],
+  tonumber(ARGV[6]))
 `;
 
 // The owner check every script of one claimed message starts with: replies
@@ -129,6 +149,18 @@ redis.call('XACK', stream, group, id)
 redis.call('XDEL', stream, id)
 redis.call('HDEL', since, id)
 return {1}
+`;
+
+// ARGV: group, consumer, id, ttl, maxDeliveries, cursor, forget. Done, then the
+// next message, in one step: replies {1, id, fields, deliveries, cursor}
+// (id '' when none), or the owner check's refusal, having taken nothing.
+const DONE_TAKE = `${TAKE_FUNCTION}${OWNER}
+redis.call('XACK', stream, group, id)
+redis.call('XDEL', stream, id)
+redis.call('HDEL', since, id)
+local r = take(stream, KEYS[2], since, group, me, ARGV[4], tonumber(ARGV[5]), ARGV[6],
+  tonumber(ARGV[7]))
+return {1, r[1], r[2], r[3], r[4]}
 `;
 
 // ARGV: group, consumer, id, idle. Hands the entry back: idle far beyond
@@ -182,6 +214,7 @@ export const queueScripts = {
   take: new Script(TAKE),
   renew: new Script(RENEW),
   done: new Script(DONE),
+  doneTake: new Script(DONE_TAKE),
   release: new Script(RELEASE),
   stamp: new Script(STAMP),
   list: new Script(LIST),

@@ -186,7 +186,7 @@ const impl: Impl = runtimeName === "deno" ? denoRuntime() : nodeRuntime(runtimeN
 /** The running runtime's operations, chosen once. */
 export const rt: Runtime = {
   ...impl,
-  flockHolders: (f) => flockHoldersOf(impl.fstatSync(f)),
+  flockHolders: (f) => flockHoldersOf(impl.fstatSync(f), f.path),
   fsyncDirSync(path) {
     const dir = impl.openSync(path, { read: true });
     try {

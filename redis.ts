@@ -697,6 +697,7 @@ class MessageLease {
   readonly #keys: QueueKeys;
   readonly #args: [string, string, string];
   readonly #ttl: number;
+  readonly id: string;
   readonly #describe: string;
   #confirmedSentAt: number;
   #cancelRenew: (() => void) | undefined;
@@ -715,6 +716,7 @@ class MessageLease {
     this.#conn = conn;
     this.#keys = keys;
     this.#args = [GROUP, consumer, id];
+    this.id = id;
     this.#ttl = ttl;
     this.#describe = describe;
     this.#confirmedSentAt = sentAt;
@@ -803,9 +805,39 @@ const droppedClaims = new FinalizationRegistry<MessageLease>((lease) => {
   lease.finish(true).catch(() => {});
 });
 
+// RedisQueue's done-and-take for a claim's lease: the claim taken next,
+// null, or why Redis refused the done.
+type DoneAndTake = (
+  lease: MessageLease,
+  timeout: number,
+  signal: AbortSignal | undefined,
+) => Promise<RedisClaim | null | { refusal: string }>;
+
 let grantedClaim:
-  | { queue: string; id: string; payload: Payload; deliveries: number; lease: MessageLease }
+  | {
+    queue: string;
+    id: string;
+    payload: Payload;
+    deliveries: number;
+    lease: MessageLease;
+    doneAndTake: DoneAndTake;
+  }
   | undefined;
+
+// The options of a claim: the timeout and the signal, checked.
+function claimOptionsOf(
+  options: RedisClaimOptions | undefined,
+  what: string,
+): { timeout: number; signal: AbortSignal | undefined } {
+  const timeout = checkNumber(
+    checkOptions(options, what)?.timeout,
+    what,
+    "timeout",
+    "a number of milliseconds >= 0, or Infinity",
+    { min: 0 },
+  ) ?? 0;
+  return { timeout, signal: checkSignal(options?.signal, what) };
+}
 
 /**
  * A message claimed from a {@link RedisQueue}, held for its consumer: the
@@ -843,6 +875,7 @@ export class RedisClaim implements AsyncDisposable {
   #payload: Payload;
   #deliveries: number;
   #lease: MessageLease;
+  #doneAndTake: DoneAndTake;
   #finished = false;
 
   /**
@@ -860,6 +893,7 @@ export class RedisClaim implements AsyncDisposable {
       payload: this.#payload,
       deliveries: this.#deliveries,
       lease: this.#lease,
+      doneAndTake: this.#doneAndTake,
     } = grantedClaim);
     grantedClaim = undefined;
     droppedClaims.register(this, this.#lease, this);
@@ -944,18 +978,78 @@ export class RedisClaim implements AsyncDisposable {
     return this.#finish(true, "release");
   }
 
-  async #finish(release: boolean, verb: string): Promise<void> {
+  /**
+   * Finishes the work and claims the next message, in one round trip to
+   * Redis: what `await claim.done()` followed by `await queue.claim(options)`
+   * on this claim's queue does, in one script. A worker that takes one
+   * message after another saves a round trip per message this way (see
+   * the README's "Across hosts" section for the loop).
+   *
+   * If Redis refuses the done (the message is no longer this consumer's),
+   * nothing is claimed: it throws {@link ClaimLost} as `done()` does. When
+   * no message waits, it resolves to `null` at once, or waits for one as
+   * `claim()` does when `timeout` says so; the done stands whatever the
+   * wait does.
+   *
+   * @param options How long to wait for the next message, and a signal
+   * to give up the wait (as {@link RedisQueue.prototype.claim}'s).
+   * @returns The next claim, or `null`.
+   * @throws {ClaimLost} Its lease ended and another consumer took it over,
+   * or it is gone; the claim is finished either way, and nothing was
+   * claimed.
+   * @throws {TypeError} The claim is already finished, or an option has
+   * the wrong type (then nothing is sent).
+   * @throws {RangeError} `timeout` is negative (nothing is sent).
+   *
+   * @example A worker loop with one round trip per message
+   * ```ts ignore
+   * import { RedisQueue } from "@filestore/filestore/redis";
+   * import assert from "node:assert/strict";
+   *
+   * const client = new Bun.RedisClient(process.env.REDIS_URL);
+   * const queue = new RedisQueue(client, "orders");
+   * await queue.put("order 1");
+   * await queue.put("order 2");
+   * const seen: string[] = [];
+   * let claim = await queue.claim();
+   * while (claim !== null) {
+   *   await using held = claim; // released if the work throws
+   *   seen.push(await held.text());
+   *   claim = await held.doneAndClaim(); // null: nothing left
+   * }
+   * assert.deepEqual(seen, ["order 1", "order 2"]);
+   * client.close();
+   * ```
+   */
+  async doneAndClaim(options?: RedisClaimOptions): Promise<RedisClaim | null> {
     const describe = `message ${this.#id} of RedisQueue ${show(this.#queue)}`;
+    const { timeout, signal } = claimOptionsOf(options, `finish ${describe} and claim the next`);
+    if (!this.#finished) signal?.throwIfAborted();
+    this.#start("finish", describe);
+    const next = await this.#doneAndTake(this.#lease, timeout, signal);
+    if (next === null || next instanceof RedisClaim) return next;
+    throw this.#lost("finish", describe, next.refusal);
+  }
+
+  #start(verb: string, describe: string): void {
     if (this.#finished) {
       throw new TypeError(`Cannot ${verb} ${describe}: the claim is already done or released`);
     }
     this.#finished = true;
     droppedClaims.unregister(this);
-    const refusal = await this.#lease.finish(release);
-    if (refusal === undefined) return;
+  }
+
+  #lost(verb: string, describe: string, refusal: string): ClaimLost {
     const lost = new ClaimLost(`Cannot ${verb} ${describe}: ${refusal}`);
     this.#lease.abort(lost);
-    throw lost;
+    return lost;
+  }
+
+  async #finish(release: boolean, verb: string): Promise<void> {
+    const describe = `message ${this.#id} of RedisQueue ${show(this.#queue)}`;
+    this.#start(verb, describe);
+    const refusal = await this.#lease.finish(release);
+    if (refusal !== undefined) throw this.#lost(verb, describe, refusal);
   }
 
   /**
@@ -1020,6 +1114,8 @@ export class RedisQueue implements AsyncDisposable {
   // Where the next look for messages past their lease starts in the
   // pending list (XAUTOCLAIM's cursor).
   #cursor = "0-0";
+  // When this instance last removed the consumers that left (see #forgetArg).
+  #forgotAt = -Infinity;
 
   /**
    * Makes a queue named `name`; nothing is sent until it is used.
@@ -1153,18 +1249,18 @@ export class RedisQueue implements AsyncDisposable {
    * ```
    */
   async claim(options?: RedisClaimOptions): Promise<RedisClaim | null> {
-    const what = `claim from RedisQueue ${show(this.#name)}`;
-    const timeout = checkNumber(
-      checkOptions(options, what)?.timeout,
-      what,
-      "timeout",
-      "a number of milliseconds >= 0, or Infinity",
-      { min: 0 },
-    ) ?? 0;
-    const signal = checkSignal(options?.signal, what);
+    const { timeout, signal } = claimOptionsOf(
+      options,
+      `claim from RedisQueue ${show(this.#name)}`,
+    );
     signal?.throwIfAborted();
     const first = await this.#take();
     if (first !== null || timeout === 0) return first;
+    return await this.#wait(timeout, signal);
+  }
+
+  // Waits up to `timeout` for a message, blocking on Redis.
+  async #wait(timeout: number, signal: AbortSignal | undefined): Promise<RedisClaim | null> {
     const start = performance.now();
     const limit = deadline(timeout, signal);
     let blocker: Blocker | undefined;
@@ -1332,6 +1428,9 @@ export class RedisQueue implements AsyncDisposable {
    * Leaves the queue: removes this consumer's name from the consumer group
    * if it holds no message (one that does stays, so that its messages are
    * taken over after their lease). The client stays open: it is yours.
+   * A consumer that ended without `close()` (killed, say) is removed by
+   * the other consumers' claims (one look a lease each) once it holds
+   * nothing and Redis has not heard from it for two leases.
    *
    * @returns Once Redis has answered.
    *
@@ -1392,19 +1491,60 @@ export class RedisQueue implements AsyncDisposable {
 
   async #take(): Promise<RedisClaim | null> {
     const sentAt = performance.now();
-    const max = this.#maxDeliveries === Infinity ? "0" : String(this.#maxDeliveries);
     const [id, fields, deliveries, cursor] = await this.#withGroup(() =>
       queueScripts.take.run(this.#conn, this.#keys, [
         GROUP,
         this.#consumer,
         String(this.#ttl),
-        max,
+        this.#maxDeliveriesArg(),
         this.#cursor,
+        this.#forgetArg(),
       ])
     ) as [string, unknown, number, string];
     this.#cursor = String(cursor);
     if (id === "" || id === null) return null;
     return this.#grant(String(id), fields, Number(deliveries), sentAt);
+  }
+
+  // RedisClaim.doneAndClaim(): done, and the next message, in one script.
+  #doneAndTake: DoneAndTake = async (lease, timeout, signal) => {
+    const sentAt = performance.now();
+    lease.stop();
+    const reply = await this.#withGroup(() =>
+      queueScripts.doneTake.run(this.#conn, this.#keys, [
+        GROUP,
+        this.#consumer,
+        lease.id,
+        String(this.#ttl),
+        this.#maxDeliveriesArg(),
+        this.#cursor,
+        this.#forgetArg(),
+      ])
+    );
+    const refusal = queueRefusalOf(reply);
+    if (refusal !== undefined) return { refusal };
+    const [, id, fields, deliveries, cursor] = reply as [number, string, unknown, number, string];
+    this.#cursor = String(cursor);
+    if (id !== "" && id !== null) {
+      return this.#grant(String(id), fields, Number(deliveries), sentAt);
+    }
+    if (timeout === 0) return null;
+    signal?.throwIfAborted();
+    return await this.#wait(timeout, signal);
+  };
+
+  #maxDeliveriesArg(): string {
+    return this.#maxDeliveries === Infinity ? "0" : String(this.#maxDeliveries);
+  }
+
+  // Once a lease, a take also removes from the group the consumers that
+  // hold nothing and have not been heard from for two leases (see
+  // TAKE_FUNCTION in _redis_queue.ts): "0" means not this time.
+  #forgetArg(): string {
+    const now = performance.now();
+    if (now - this.#forgotAt < this.#ttl) return "0";
+    this.#forgotAt = now;
+    return String(2 * this.#ttl);
   }
 
   #grant(id: string, fields: unknown, deliveries: number, sentAt: number): RedisClaim {
@@ -1418,7 +1558,14 @@ export class RedisQueue implements AsyncDisposable {
       sentAt,
       describe,
     );
-    grantedClaim = { queue: this.#name, id, payload: payloadOf(fields), deliveries, lease };
+    grantedClaim = {
+      queue: this.#name,
+      id,
+      payload: payloadOf(fields),
+      deliveries,
+      lease,
+      doneAndTake: this.#doneAndTake,
+    };
     return new RedisClaim();
   }
 }

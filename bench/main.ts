@@ -1,11 +1,15 @@
 // Runs every figure under Deno, Bun and Node, one child process each, and
 // prints one table. Usage:
 //   deno task bench [--full] [--only <figure>] [--runtime <deno|bun|node>] [--json <file>]
+//                   [--charts <dir>]
+// --charts draws the headline figures of the run as SVG files in <dir>
+// (docs/bench holds those of the run in BENCHMARKS.md).
 import { spawn } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { args, benchDir, option, type Row } from "./_util.ts";
+import { chart, CHARTED, chartName } from "./_charts.ts";
 
 const FIGURES = [
   "uncontended",
@@ -136,5 +140,13 @@ if (import.meta.main) {
   console.log(`Mode: ${full ? "--full" : "quick"}; took ${seconds.toFixed(0)} s.`);
   const json = option("json");
   if (json) writeFileSync(json, JSON.stringify(rows, null, 2) + "\n");
+  const charts = option("charts");
+  if (charts) {
+    mkdirSync(charts, { recursive: true });
+    for (const figure of Object.keys(CHARTED)) {
+      const svg = chart(figure, rows);
+      if (svg !== undefined) writeFileSync(join(charts, chartName(figure)), svg);
+    }
+  }
   process.exit(rows.some((r) => r.case.startsWith("FAILED")) ? 1 : 0);
 }

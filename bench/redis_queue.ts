@@ -5,7 +5,9 @@
 // loops in this process, each consumer with a connection of its own):
 //   a. messages per second end to end (put -> claim -> done, no-op work)
 //      with 1 and 8 consumers: RedisQueue with each client the runtime
-//      has, BullMQ 6.7 (Queue.add + Worker, ioredis) and, for scale, a
+//      has, its consumers finishing each message and taking the next with
+//      one doneAndClaim() (one round trip), and with claim() then done()
+//      (two); BullMQ 6.7 (Queue.add + Worker, ioredis) and, for scale, a
 //      FileStore on this host's disk;
 //   b. from a consumer's SIGKILL to its message being claimed by another:
 //      RedisQueue (the lease, ttl 1000 ms) and FileStore (the lock, found
@@ -16,7 +18,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileStore } from "../filestore.ts";
-import { RedisQueue } from "../redis.ts";
+import { type RedisClaim, RedisQueue } from "../redis.ts";
 import { CLIENT_KINDS, type ClientKind, connect, startRedis } from "../tests/_redis.ts";
 import { RUNTIMES, start } from "../tests/_child.ts";
 import { median } from "./_stats.ts";
@@ -39,7 +41,34 @@ async function produce(put: (data: string) => Promise<unknown>, n: number): Prom
   await Promise.all(batch);
 }
 
-async function ours(kind: ClientKind, consumers: number): Promise<number> {
+// A consumer's loop: claim() then done(), or doneAndClaim() (the wait for
+// more work, when none is left, is a claim of its own, so that the last
+// done is counted when it is done).
+type Loop = (q: RedisQueue, finished: () => boolean, count: () => void) => Promise<void>;
+
+const twoTrips: Loop = async (q, finished, count) => {
+  while (!finished()) {
+    const claim = await q.claim({ timeout: 200 });
+    if (claim === null) continue;
+    await claim.done();
+    count();
+  }
+};
+
+const oneTrip: Loop = async (q, finished, count) => {
+  let claim: RedisClaim | null = null;
+  while (!finished()) {
+    if (claim === null) {
+      claim = await q.claim({ timeout: 200 });
+      continue;
+    }
+    claim = await claim.doneAndClaim();
+    count();
+  }
+  await claim?.release();
+};
+
+async function ours(kind: ClientKind, consumers: number, loop: Loop): Promise<number> {
   const name = fresh("ours");
   const producer = await connect(kind, url);
   const clients = await Promise.all(Array.from({ length: consumers }, () => connect(kind, url)));
@@ -48,14 +77,11 @@ async function ours(kind: ClientKind, consumers: number): Promise<number> {
   let done = 0;
   let end = 0;
   const t0 = performance.now();
-  const loops = queues.map(async (q) => {
-    while (done < N) {
-      const claim = await q.claim({ timeout: 200 });
-      if (claim === null) continue;
-      await claim.done();
+  const loops = queues.map((q) =>
+    loop(q, () => done >= N, () => {
       if (++done === N) end = performance.now();
-    }
-  });
+    })
+  );
   const put = new RedisQueue(producer.client, name);
   await produce((d) => put.put(d), N);
   await Promise.all(loops);
@@ -195,20 +221,39 @@ try {
     for (let round = 0; round < ROUNDS; round++) {
       // Interleaved, so that the machine's load falls on all alike.
       for (const kind of CLIENT_KINDS) {
-        (rates[`RedisQueue (${kind})`] ??= []).push(await ours(kind, consumers));
+        (rates[`RedisQueue (${kind}), doneAndClaim`] ??= []).push(
+          await ours(kind, consumers, oneTrip),
+        );
+        (rates[`RedisQueue (${kind}), claim + done`] ??= []).push(
+          await ours(kind, consumers, twoTrips),
+        );
       }
       (rates["BullMQ 6.7 (ioredis)"] ??= []).push(await bullmq(consumers));
       (rates["FileStore (one host, fsync)"] ??= []).push(await filestore(consumers));
     }
-    const bull = median(rates["BullMQ 6.7 (ioredis)"]!);
+    const bulls = rates["BullMQ 6.7 (ioredis)"]!;
+    const bull = median(bulls);
     for (const [lib, list] of Object.entries(rates)) {
       const rate = median(list);
+      // The load on this machine drifts: each round's ratio is to the
+      // BullMQ run next to it, and their median and minimum are given too.
+      const ratios = list.map((r, i) => r / bulls[i]!);
       console.log(
-        `${consumers} consumer(s)  ${lib.padEnd(30)} ${rate.toFixed(0).padStart(7)} /s  ${
+        `${consumers} consumer(s)  ${lib.padEnd(42)} ${rate.toFixed(0).padStart(7)} /s  ${
           (rate / bull).toFixed(2)
-        }x BullMQ`,
+        }x BullMQ (per round: median ${median(ratios).toFixed(2)}x, min ${
+          Math.min(...ratios).toFixed(2)
+        }x)`,
       );
-      report({ figure: "rate", consumers, lib, rate: Math.round(rate), vsBullmq: rate / bull });
+      report({
+        figure: "rate",
+        consumers,
+        lib,
+        rates: list.map(Math.round),
+        rate: Math.round(rate),
+        vsBullmq: rate / bull,
+        vsBullmqPerRound: ratios,
+      });
     }
   }
   const redis: number[] = [];

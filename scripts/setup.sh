@@ -48,3 +48,16 @@ if { ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! has_pgbouncer; }
   fi
 fi
 # --- end postgres.ts
+
+# --- btrfs-progs for the lock-holder tests on btrfs (lockfile_test.ts), whose
+# subvolumes give stat() devices of their own: a loop-mounted image, as root.
+if ! command -v mkfs.btrfs >/dev/null 2>&1 && ! [ -x /usr/sbin/mkfs.btrfs ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing btrfs-progs for the btrfs lock-holder test" >&2
+    if [ -z "${apt_updated:-}" ]; then apt-get update -qq >&2 && apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq btrfs-progs >&2 \
+      || echo "setup: btrfs-progs could not be installed: the btrfs test will be skipped" >&2
+  else
+    echo "setup: mkfs.btrfs is missing (not root to install it): the btrfs test will be skipped" >&2
+  fi
+fi

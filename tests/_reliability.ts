@@ -36,7 +36,7 @@ import {
 import { LockError, LockFile, readLockFile, SimpleLockFile } from "../lockfile.ts";
 import { type Area, FileStore, type OpenFile } from "../filestore.ts";
 import { FsError, NoSpace } from "../errors.ts";
-import { type Child, RUNTIMES, sleep, start } from "./_child.ts";
+import { type Child, command, type Runtime, RUNTIMES, sleep, start } from "./_child.ts";
 
 /** What a scenario did and what it found wrong. */
 export interface Figures {
@@ -589,6 +589,49 @@ export async function fullDisk(dir: string): Promise<Figures> {
   } finally {
     execFileSync("umount", [mount]);
   }
+  return f;
+}
+
+/**
+ * put() past the process's file-size limit (RLIMIT_FSIZE), where no tmpfs
+ * can be mounted: a child of `runtime` under `ulimit -f` with SIGXFSZ
+ * ignored (Deno would die of it) puts messages below and above the limit;
+ * each refusal is a NoSpace (EFBIG), and `new` holds only whole messages
+ * and `tmp` nothing.
+ */
+export async function fileSizeLimit(dir: string, runtime: Runtime): Promise<Figures> {
+  const f = figures(`file-size limit (${runtime})`);
+  const path = join(dir, `store-${runtime}`);
+  const [bin, argv] = command(runtime, "tests/fixtures/file_size_limit.ts", [path]);
+  // ulimit -f counts 512-byte blocks in sh (dash): 128 is 64 KiB.
+  const out = execFileSync("sh", [
+    "-c",
+    'trap "" XFSZ; ulimit -f 128; exec "$@"',
+    "sh",
+    bin,
+    ...argv,
+  ], {
+    encoding: "utf8",
+  });
+  const result = JSON.parse(out.trim().split("\n").pop()!) as {
+    delivered: number;
+    refusals: string[];
+  };
+  f.operations = result.delivered + result.refusals.length;
+  if (result.refusals.length === 0) f.violations.push("no put was refused");
+  for (const r of result.refusals) {
+    if (!r.startsWith("NoSpace EFBIG")) f.violations.push(`a put failed with ${r}, not NoSpace`);
+  }
+  const store = new FileStore(path);
+  const inNew = checkArea(store, "new", f).length;
+  if (inNew !== result.delivered) {
+    f.violations.push(`new holds ${inNew}, ${result.delivered} delivered`);
+  }
+  const inTmp = readdirSync(join(path, "tmp")).length;
+  if (inTmp !== 0) f.violations.push(`${inTmp} files left in tmp`);
+  f.notes.push(
+    `${result.delivered} delivered, ${result.refusals.length} refused: ${result.refusals[0]}`,
+  );
   return f;
 }
 
@@ -1263,6 +1306,48 @@ function collect(): void {
   g.gc?.();
 }
 
+/** The work of the resource runs: a lock cycle and a put/claim/done cycle. */
+export interface Churn {
+  /** Lock, LockFile and BoundedSemaphore in turn: one acquire and release. */
+  cycle(i: number): Promise<void>;
+  /** A put, its claim and done; a cleanup every 1,000. */
+  putClaim(i: number): void;
+  /** The store the put/claim cycles use. */
+  readonly store: FileStore;
+}
+
+/** The lock and store of the resource runs, in `dir`. */
+export function churn(dir: string): Churn {
+  const lockPath = join(dir, "cycle.lock");
+  const semaphore = new BoundedSemaphore(2, { name: "cycle", directory: dir });
+  const store = new FileStore(join(dir, "store"));
+  store.prepareSync();
+  const payload = message(100);
+  return {
+    store,
+    async cycle(i) {
+      const kind = i % 3;
+      if (kind === 0) {
+        const lock = new Lock(lockPath);
+        await lock.acquire();
+        await lock.release();
+      } else if (kind === 1) {
+        new LockFile(lockPath + "f").close();
+      } else {
+        await semaphore.acquire();
+        semaphore.releaseSync();
+      }
+    },
+    putClaim(i) {
+      store.putSync(payload, { sync: false });
+      const claim = store.claimSync();
+      if (claim === null) throw new Error("claim found nothing");
+      claim.doneSync();
+      if (i % 1000 === 999) store.cleanupSync();
+    },
+  };
+}
+
 /**
  * `cycles` acquire/release cycles (Lock, LockFile, BoundedSemaphore in
  * turn) and `putClaims` put/claim cycles: open descriptors and RSS after
@@ -1270,31 +1355,7 @@ function collect(): void {
  */
 export async function resources(dir: string, cycles: number, putClaims: number): Promise<Figures> {
   const f = figures("resources stay flat");
-  const lockPath = join(dir, "cycle.lock");
-  const semaphore = new BoundedSemaphore(2, { name: "cycle", directory: dir });
-  const store = new FileStore(join(dir, "store"));
-  store.prepareSync();
-  const payload = message(100);
-  async function cycle(i: number): Promise<void> {
-    const kind = i % 3;
-    if (kind === 0) {
-      const lock = new Lock(lockPath);
-      await lock.acquire();
-      await lock.release();
-    } else if (kind === 1) {
-      new LockFile(lockPath + "f").close();
-    } else {
-      await semaphore.acquire();
-      semaphore.releaseSync();
-    }
-  }
-  function putClaim(i: number): void {
-    store.putSync(payload, { sync: false });
-    const claim = store.claimSync();
-    if (claim === null) throw new Error("claim found nothing");
-    claim.doneSync();
-    if (i % 1000 === 999) store.cleanupSync();
-  }
+  const { cycle, putClaim, store } = churn(dir);
   const warm = Math.min(3_000, cycles);
   for (let i = 0; i < warm; i++) await cycle(i);
   for (let i = 0; i < Math.min(1_000, putClaims); i++) putClaim(i);

@@ -1,19 +1,25 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
+import process from "node:process";
 import { type Area, FileStore, OpenFile } from "../filestore.ts";
 import { AlreadyExists, NotFound } from "../errors.ts";
-import { type Runtime, sleep, start, tempDir } from "./_util.ts";
+import { command, type Runtime, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
 
 const WORKER = "tests/fixtures/filestore_worker.ts";
 
@@ -637,3 +643,106 @@ describe("FileStore", () => {
     assert.deepEqual(readdirSync(tmp.path).sort(), ["file", "ok"]);
   });
 });
+
+// watch() where file-system events cannot be had: a user whose inotify
+// instances are all taken (fs.inotify.max_user_instances, 128 by default)
+// gets an error from fs.watch, and watch() reads the directory every
+// `interval` ms instead. The watcher runs as nobody, after a Python
+// process of nobody's has taken every instance; the watcher then holds no
+// inotify descriptor, which shows that the readings did the work.
+const INOTIFY_HOG = `
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while True:
+    fd = libc.inotify_init()
+    if fd < 0:
+        break
+    fds.append(fd)
+print(len(fds), flush=True)
+sys.stdin.read()
+`;
+const canStarveInotify = process.getuid?.() === 0 &&
+  spawnSync("setpriv", ["--version"]).status === 0 &&
+  existsSync("/usr/bin/python3") &&
+  existsSync("/proc/sys/fs/inotify/max_user_instances");
+
+for (const runtime of RUNTIMES) {
+  test(`watch() on ${runtime} without inotify reads the directory and still sees each arrival`, {
+    skip: canStarveInotify ? false : "needs root, setpriv(1) and python3 to take nobody's inotify",
+  }, async () => {
+    using tmp = tempDir();
+    chmodSync(tmp.path, 0o755);
+    const store = new FileStore(join(tmp.path, "q"));
+    store.prepareSync();
+    const cache = mkdtempSync(join(tmpdir(), "nobody-cache-"));
+    chmodSync(cache, 0o777);
+    const env = { ...process.env, HOME: cache, DENO_DIR: cache, BUN_INSTALL_CACHE_DIR: cache };
+    const nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    const hog = spawn("setpriv", [...nobody, "/usr/bin/python3", "-c", INOTIFY_HOG], { env });
+    const [bin, args] = command(runtime, "tests/fixtures/watch_child.ts", [store.path, "50"]);
+    let watcher: ReturnType<typeof spawn> | undefined;
+    try {
+      const hogOut = linesOf(hog);
+      const taken = Number(await hogOut.next());
+      assert.ok(taken > 0, "the hog took no inotify instance");
+      watcher = spawn("setpriv", [...nobody, bin, ...args], { env });
+      const out = linesOf(watcher);
+      assert.equal(await out.next(), "watching");
+      const expected: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        expected.push(store.putSync(`message ${i}`));
+        assert.equal(await out.next(), expected[i]);
+      }
+      const fds = readdirSync(`/proc/${watcher.pid}/fd`).map((fd) => {
+        try {
+          return readlinkSync(`/proc/${watcher!.pid}/fd/${fd}`);
+        } catch {
+          return "";
+        }
+      });
+      assert.ok(!fds.includes("anon_inode:inotify"), `the watcher holds inotify: ${fds}`);
+    } finally {
+      watcher?.kill("SIGKILL");
+      hog.kill("SIGKILL");
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+}
+
+// The lines a child prints, one at a time; fails after 30 s without one
+// (a guard against a hang, not a measure of speed).
+function linesOf(child: ReturnType<typeof spawn>): { next(): Promise<string> } {
+  const lines: string[] = [];
+  let partial = "";
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let err = "";
+  child.stdout!.setEncoding("utf8");
+  child.stderr!.setEncoding("utf8");
+  child.stderr!.on("data", (chunk: string) => err += chunk);
+  child.stdout!.on("data", (chunk: string) => {
+    const parts = (partial + chunk).split("\n");
+    partial = parts.pop()!;
+    lines.push(...parts);
+    wake?.();
+  });
+  child.on("exit", () => {
+    ended = true;
+    wake?.();
+  });
+  return {
+    async next() {
+      const limit = Date.now() + 30_000;
+      while (lines.length === 0) {
+        if (ended) assert.fail(`the child ended: ${err}`);
+        if (Date.now() > limit) assert.fail(`no line from the child in 30 s: ${err}`);
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 100);
+        });
+      }
+      return lines.shift()!;
+    },
+  };
+}

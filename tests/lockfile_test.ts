@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { LockError, LockFile, readLockFile, SimpleLockFile } from "../lockfile.ts";
+import { lockHolders } from "../lock.ts";
 import { IsADirectory, NoSpace, NotFound, PermissionDenied } from "../errors.ts";
 import { rt } from "../_runtime.ts";
 import { type Child, type Runtime, RUNTIMES, start, tempDir } from "./_util.ts";
@@ -466,4 +467,55 @@ test("LockFile names 'path' for a value that cannot even be turned into a string
     () => new LockFile(path),
     /'path' must be a non-empty string without NUL, got an object/,
   );
+});
+
+// btrfs gives each subvolume a device number of its own for stat(), while
+// /proc/locks names the file system's device, and the first file of each
+// subvolume has the same inode number (257): readLockFile() and
+// lockHolders() must still tell the held file from its namesake. Runs on a
+// loop-mounted btrfs image, as root, where mkfs.btrfs is installed.
+const mkfsBtrfs = ["/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs"].find(
+  existsSync,
+);
+const btrfsCapable = isRoot && mkfsBtrfs !== undefined && existsSync("/proc/locks") &&
+  spawnSync("btrfs", ["--version"]).status === 0;
+
+test("on btrfs, a held lock is seen as held and its namesake in another subvolume as free", {
+  skip: btrfsCapable ? false : "needs root, mkfs.btrfs and a loop device for a btrfs image",
+}, async (t) => {
+  using dir = tempDir();
+  const image = join(dir.path, "btrfs.img");
+  const mount = join(dir.path, "mnt");
+  mkdirSync(mount);
+  spawnSync("truncate", ["-s", "128M", image]);
+  const made = spawnSync(mkfsBtrfs!, ["-q", "-f", image], { encoding: "utf8" });
+  const mounted = made.status === 0 &&
+    spawnSync("mount", ["-o", "loop", image, mount], { encoding: "utf8" }).status === 0;
+  if (!mounted) {
+    t.skip(`no btrfs image could be made and mounted here: ${made.stderr}`);
+    return;
+  }
+  try {
+    assert.equal(spawnSync("btrfs", ["subvolume", "create", join(mount, "sub")]).status, 0);
+    const held = join(mount, "held.lock");
+    const namesake = join(mount, "sub", "namesake.lock");
+    writeFileSync(held, "");
+    writeFileSync(namesake, "");
+    const a = statSync(held);
+    const b = statSync(namesake);
+    assert.equal(a.ino, b.ino, "the first file of each subvolume has the same inode number");
+    assert.notEqual(a.dev, b.dev, "each subvolume has a device of its own");
+    const lock = new LockFile(held);
+    try {
+      assert.equal(readLockFile(held).locked, true);
+      assert.equal(readLockFile(namesake).locked, false);
+      assert.deepEqual(lockHolders(held)?.map((h) => h.pid), [process.pid]);
+      assert.deepEqual(lockHolders(namesake), []);
+    } finally {
+      lock.close();
+    }
+    assert.equal(readLockFile(held).locked, false);
+  } finally {
+    spawnSync("umount", [mount]);
+  }
 });

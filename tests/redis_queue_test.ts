@@ -203,6 +203,173 @@ for (const kind of CLIENT_KINDS) {
   );
 
   test(
+    `RedisQueue (${kind}): doneAndClaim finishes a message and claims the next, null when none waits, or waits for one`,
+    needs,
+    async () => {
+      await withClient(kind, async ({ client }) => {
+        const name = fresh("next");
+        await using queue = new RedisQueue(client, name);
+        const ids = [await queue.put("a"), await queue.put("b"), await queue.put("c")];
+        const first = (await queue.claim())!;
+        assert.equal(first.id, ids[0]);
+        // Bad options: refused before anything is sent, and the claim stays open.
+        await assert.rejects(first.doneAndClaim({ timeout: -1 }), RangeError);
+        await assert.rejects(first.doneAndClaim({ signal: "no" as never }), TypeError);
+        await assert.rejects(first.doneAndClaim(5 as never), TypeError);
+        assert.equal(first.finished, false);
+        const second = (await first.doneAndClaim())!;
+        assert.ok(first.finished);
+        assert.equal(first.signal.aborted, false);
+        await assert.rejects(first.doneAndClaim(), TypeError);
+        await assert.rejects(first.done(), TypeError);
+        assert.equal(second.id, ids[1]);
+        assert.equal(await second.text(), "b");
+        assert.equal(second.deliveries, 1);
+        let listed = await queue.list();
+        assert.deepEqual(listed.waiting, [{ id: ids[2], deliveries: 0 }]);
+        assert.deepEqual(listed.claimed.map((c) => [c.id, c.consumer]), [[ids[1], queue.consumer]]);
+        const third = (await second.doneAndClaim())!;
+        assert.equal(await third.text(), "c");
+        // The queue is empty: the last one is done, and nothing is claimed.
+        assert.equal(await third.doneAndClaim(), null);
+        assert.ok(third.finished);
+        assert.deepEqual(await queue.list(), { waiting: [], claimed: [], dead: 0 });
+        // With a timeout: done, then a blocking wait that a put wakes.
+        await queue.put("d");
+        const fourth = (await queue.claim())!;
+        const waiting = fourth.doneAndClaim({ timeout: 20_000 });
+        await sleep(50);
+        const id = await new RedisQueue(client, name).put("e");
+        const fifth = (await waiting)!;
+        assert.equal(fifth.id, id);
+        // A wait given up: the done stands, nothing is claimed.
+        const controller = new AbortController();
+        const given = fifth.doneAndClaim({ timeout: Infinity, signal: controller.signal });
+        await sleep(50);
+        controller.abort(new Error("enough"));
+        await assert.rejects(given, /enough/);
+        listed = await queue.list();
+        assert.deepEqual(listed, { waiting: [], claimed: [], dead: 0 });
+        // A released message: doneAndClaim takes it over as claim() does.
+        await queue.put("f");
+        await queue.put("g");
+        const f = (await queue.claim())!;
+        const g = (await queue.claim())!;
+        await g.release();
+        const again = (await f.doneAndClaim())!;
+        assert.equal(again.id, g.id);
+        assert.equal(again.deliveries, 2);
+        await again.done();
+        assert.deepEqual(await queue.list(), { waiting: [], claimed: [], dead: 0 });
+      });
+    },
+  );
+
+  test(
+    `RedisQueue (${kind}): a stale doneAndClaim is refused with ClaimLost and claims nothing`,
+    needs,
+    async () => {
+      await withClient(kind, async ({ client }) => {
+        const name = fresh("stale-next");
+        // The slow consumer renews every 200 s; the other takes over what
+        // has been idle for 200 ms.
+        await using slow = new RedisQueue(client, name, { ttl: 600_000 });
+        await using other = new RedisQueue(client, name, { ttl: 200 });
+        const id = await slow.put("taken over");
+        const next = await slow.put("still waiting");
+        const stale = (await slow.claim())!;
+        assert.equal(stale.id, id);
+        await sleep(300);
+        const taken = (await other.claim())!;
+        assert.equal(taken.id, id);
+        assert.equal(taken.deliveries, 2);
+        await assert.rejects(stale.doneAndClaim(), (e: unknown) => {
+          assert.ok(e instanceof ClaimLost, String(e));
+          assert.equal(
+            e.message,
+            `Cannot finish message ${id} of RedisQueue "${name}": its lease ended and consumer '${other.consumer}' has taken it over (delivery 2)`,
+          );
+          return true;
+        });
+        assert.ok(stale.finished);
+        assert.ok(stale.signal.aborted);
+        assert.ok(stale.signal.reason instanceof ClaimLost);
+        // The refused call took nothing: the next message still waits.
+        const listed = await other.list();
+        assert.deepEqual(listed.waiting, [{ id: next, deliveries: 0 }]);
+        assert.deepEqual(listed.claimed.map((c) => [c.id, c.consumer]), [[id, other.consumer]]);
+        // The new holder's doneAndClaim goes through and takes it.
+        const last = (await taken.doneAndClaim())!;
+        assert.equal(last.id, next);
+        assert.equal(await last.doneAndClaim(), null);
+        assert.deepEqual(await other.list(), { waiting: [], claimed: [], dead: 0 });
+      });
+    },
+  );
+
+  test(
+    `RedisQueue (${kind}): consumers quiet for two leases and holding nothing leave the group (one holding a message stays), and a blocked one still gets its message`,
+    needs,
+    async () => {
+      await withClient(kind, async (c) => {
+        const name = fresh("forget");
+        const ttl = 200;
+        // A consumer that took one message and finished it, then went away
+        // without close() (as a killed one does).
+        const gone = new RedisQueue(c.client, name, { ttl });
+        await gone.put("finished");
+        await (await gone.claim())!.done();
+        // One that holds a message (renewing every 200 s: idle on the server).
+        await using holder = new RedisQueue(c.client, name, { ttl: 600_000 });
+        await holder.put("held");
+        const held = (await holder.claim())!;
+        // One that finished a message too, then blocked in a read for longer
+        // than two leases of the others.
+        await using blocked = new RedisQueue(c.client, name, { ttl: 600_000 });
+        await blocked.put("finished too");
+        await (await blocked.claim())!.done();
+        const waiting = blocked.claim({ timeout: 20_000 });
+        await sleep(2 * ttl + 300);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name).sort(),
+          [blocked.consumer, gone.consumer, holder.consumer].sort(),
+        );
+        // The next take of a queue with ttl 200 first removes the consumers
+        // idle for more than 400 ms that hold nothing: the one that went
+        // away, and the blocked one (made again when its read is served).
+        // Then it takes over the held message, past its lease for this
+        // queue; its consumer held it when it looked, and stays for now.
+        await using sweeper = new RedisQueue(c.client, name, { ttl });
+        const taken = (await sweeper.claim())!;
+        assert.equal(taken.id, held.id);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name).sort(),
+          [holder.consumer, sweeper.consumer].sort(),
+        );
+        const id = await sweeper.put("for the blocked one");
+        const woken = (await waiting)!;
+        assert.equal(woken.id, id);
+        const listed = await sweeper.list();
+        assert.deepEqual(
+          listed.claimed.map((x) => [x.id, x.consumer]).sort(),
+          [[held.id, sweeper.consumer], [id, blocked.consumer]].sort(),
+        );
+        await woken.done();
+        await assert.rejects(held.done(), ClaimLost);
+        // A lease later, the next take removes the consumer that lost its
+        // message (and the one that went quiet after its read).
+        await sleep(2 * ttl + 300);
+        assert.equal(await taken.doneAndClaim(), null);
+        assert.deepEqual(
+          (await consumersOf(c, name)).map((x) => x.name),
+          [sweeper.consumer],
+        );
+        assert.deepEqual(await sweeper.list(), { waiting: [], claimed: [], dead: 0 });
+      });
+    },
+  );
+
+  test(
     `RedisQueue (${kind}): a message past maxDeliveries goes to the dead-letter stream`,
     needs,
     async (t) => {
@@ -228,6 +395,24 @@ for (const kind of CLIENT_KINDS) {
       });
     },
   );
+}
+
+// The consumers of the queue's group, from XINFO CONSUMERS (flat arrays
+// in RESP2, maps in RESP3).
+async function consumersOf(
+  c: TestClient,
+  name: string,
+): Promise<{ name: string; pending: number }[]> {
+  const reply = await c.send("XINFO", "CONSUMERS", `filestore:queue:{${name}}:stream`, "filestore");
+  return (reply as unknown[]).map((row) => {
+    let info: Record<string, unknown>;
+    if (Array.isArray(row)) {
+      info = {};
+      for (let i = 0; i + 1 < row.length; i += 2) info[String(row[i])] = row[i + 1];
+    } else if (row instanceof Map) info = Object.fromEntries(row);
+    else info = row as Record<string, unknown>;
+    return { name: String(info.name), pending: Number(info.pending) };
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -272,8 +457,10 @@ test(
     try {
       for (let i = 0; i < 8; i++) {
         const runtime = RUNTIMES[i % 3]!;
+        // Half finish with done(), half with doneAndClaim().
+        const mode = i % 2 === 0 ? "consume" : "chain";
         consumers.push(
-          start(runtime, CHILD, ["consume", server!.url, clientFor(runtime, i), name, "10000"]),
+          start(runtime, CHILD, [mode, server!.url, clientFor(runtime, i), name, "10000"]),
         );
       }
       for (const c of consumers) await c.line("ready", 60_000);
@@ -314,80 +501,131 @@ async function claimedAfter(child: Child, from: number): Promise<void> {
   throw new Error("no claim within 24 s");
 }
 
-test(
-  `RedisQueue: ${KILLS} consumers SIGKILLed while holding claims, every message still done, duplicates <= kills`,
-  needs,
-  async () => {
-    const name = fresh("kills");
-    const ttl = 1000;
-    const consumers: Child[] = [];
-    let started = 0;
-    const startConsumer = () => {
-      const runtime = RUNTIMES[started % 3]!;
-      const child = start(runtime, CHILD, [
-        "consume",
-        server!.url,
-        clientFor(runtime, started),
-        name,
-        String(ttl),
-        "10",
-      ]);
-      started++;
-      consumers.push(child);
-      return child;
+// Consumers that finish each message with done() ("consume"), or with
+// doneAndClaim() ("chain"), where a kill also lands between the done of
+// one message and the claim of the next.
+for (const [mode, kills] of [["consume", KILLS], ["chain", Math.ceil(KILLS / 2)]] as const) {
+  test(
+    `RedisQueue: ${kills} ${
+      mode === "chain" ? "doneAndClaim " : ""
+    }consumers SIGKILLed while holding claims, every message still done, duplicates <= kills`,
+    needs,
+    () => killedConsumers(mode, kills),
+  );
+}
+
+async function killedConsumers(mode: "consume" | "chain", target: number): Promise<void> {
+  const name = fresh(`kills-${mode}`);
+  const ttl = 1000;
+  const consumers: Child[] = [];
+  let started = 0;
+  const startConsumer = () => {
+    const runtime = RUNTIMES[started % 3]!;
+    const child = start(runtime, CHILD, [
+      mode,
+      server!.url,
+      clientFor(runtime, started),
+      name,
+      String(ttl),
+      "10",
+    ]);
+    started++;
+    consumers.push(child);
+    return child;
+  };
+  const c = await connect(CLIENT_KINDS[0]!, server!.url);
+  try {
+    const queue = new RedisQueue(c.client, name);
+    let total = 0;
+    // Keeps work waiting, so that every kill lands on a busy consumer.
+    const topUp = async () => {
+      if ((await queue.list({ limit: 200 })).waiting.length >= 100) return;
+      const puts = [];
+      for (let i = 0; i < 200; i++) puts.push(queue.put(`m${total++}`));
+      await Promise.all(puts);
     };
-    const c = await connect(CLIENT_KINDS[0]!, server!.url);
-    try {
-      const queue = new RedisQueue(c.client, name);
-      let total = 0;
-      // Keeps work waiting, so that every kill lands on a busy consumer.
-      const topUp = async () => {
-        if ((await queue.list({ limit: 200 })).waiting.length >= 100) return;
-        const puts = [];
-        for (let i = 0; i < 200; i++) puts.push(queue.put(`m${total++}`));
-        await Promise.all(puts);
-      };
+    await topUp();
+    for (let i = 0; i < 4; i++) startConsumer();
+    let kills = 0;
+    while (kills < target) {
       await topUp();
-      for (let i = 0; i < 4; i++) startConsumer();
-      let kills = 0;
-      while (kills < KILLS) {
-        await topUp();
-        const victim = consumers.find((c) => c.process.exitCode === null && !c.process.killed)!;
-        await claimedAfter(victim, victim.output().length);
-        victim.kill("SIGKILL");
-        await victim.exited;
-        kills++;
-        startConsumer();
-      }
-      let done = new Map<string, number>();
-      for (let i = 0; i < 1200 && done.size < total; i++) {
-        await sleep(100);
-        done = await results(name);
-      }
-      const live = consumers.filter((c) => c.process.exitCode === null && !c.process.killed);
-      await stopAll(live);
-      done = await results(name);
-      assert.equal(done.size, total, "every message done");
-      let twice = 0;
-      for (const times of done.values()) twice += times - 1;
-      const refused = consumers.reduce((n, c) => n + c.output().split("\nrefused ").length - 1, 0);
-      // Claims of a message that a killed consumer held.
-      const redelivered = consumers.reduce(
-        (n, c) => n + (c.output().match(/^claimed \S+ [2-9]\d*$/gm)?.length ?? 0),
-        0,
-      );
-      console.log(
-        `# ${kills} kills, ${total} messages: ${redelivered} redelivered, ${twice} done more than once, ${refused} done() refused`,
-      );
-      assert.ok(redelivered > 0, "the kills landed on held claims");
-      assert.ok(twice <= kills, `${twice} duplicates for ${kills} kills`);
-      await nothingLeft(name);
-    } finally {
-      for (const child of consumers) child.kill("SIGKILL");
-      await c.close();
+      const victim = consumers.find((c) => c.process.exitCode === null && !c.process.killed)!;
+      await claimedAfter(victim, victim.output().length);
+      victim.kill("SIGKILL");
+      await victim.exited;
+      kills++;
+      startConsumer();
     }
-  },
-);
+    let done = new Map<string, number>();
+    for (let i = 0; i < 1200 && done.size < total; i++) {
+      await sleep(100);
+      done = await results(name);
+    }
+    const live = consumers.filter((c) => c.process.exitCode === null && !c.process.killed);
+    await stopAll(live);
+    done = await results(name);
+    assert.equal(done.size, total, "every message done");
+    let twice = 0;
+    for (const times of done.values()) twice += times - 1;
+    const refused = consumers.reduce((n, c) => n + c.output().split("\nrefused ").length - 1, 0);
+    // Claims of a message that a killed consumer held.
+    const redelivered = consumers.reduce(
+      (n, c) => n + (c.output().match(/^claimed \S+ [2-9]\d*$/gm)?.length ?? 0),
+      0,
+    );
+    console.log(
+      `# ${kills} kills, ${total} messages: ${redelivered} redelivered, ${twice} done more than once, ${refused} done() refused`,
+    );
+    assert.ok(redelivered > 0, "the kills landed on held claims");
+    assert.ok(twice <= kills, `${twice} duplicates for ${kills} kills`);
+    await nothingLeft(name);
+  } finally {
+    for (const child of consumers) child.kill("SIGKILL");
+    await c.close();
+  }
+}
+
+for (const runtime of RUNTIMES) {
+  test(
+    `RedisQueue (${runtime}): a consumer killed after doneAndClaim answered: the message it finished stays done, the next comes back after the lease`,
+    needs,
+    async () => {
+      const name = fresh("kill-next");
+      const ttl = 500;
+      await withClient(CLIENT_KINDS[0]!, async ({ client }) => {
+        await using queue = new RedisQueue(client, name, { ttl });
+        const finished = await queue.put("finished, then killed");
+        const next = await queue.put("taken next, then killed");
+        const child = start(runtime, CHILD, [
+          "hold",
+          server!.url,
+          clientFor(runtime, 2),
+          name,
+          String(ttl),
+        ]);
+        try {
+          assert.equal((await child.line(/^claimed /)).split(" ")[1], finished);
+          child.send("next");
+          assert.equal(await child.line(/^(next|refused)/, 10_000), `next ${next}`);
+          child.kill("SIGKILL");
+          await child.exited;
+          // The next message is the dead consumer's until its lease ends,
+          // then another's; the finished one never comes back.
+          const listed = await queue.list();
+          assert.deepEqual(listed.waiting, []);
+          assert.deepEqual(listed.claimed.map((c) => c.id), [next]);
+          const again = (await queue.claim({ timeout: 10_000 }))!;
+          assert.equal(again.id, next);
+          assert.equal(again.deliveries, 2);
+          assert.equal(await again.doneAndClaim(), null);
+          assert.deepEqual(await queue.list(), { waiting: [], claimed: [], dead: 0 });
+        } finally {
+          child.kill("SIGKILL");
+        }
+      });
+    },
+  );
+}
 
 for (const runtime of RUNTIMES) {
   test(
@@ -482,7 +720,7 @@ async function withDurable(
 }
 
 test(
-  "RedisQueue: after redis-server lost everything in a restart, the queue works again and a stale done is refused",
+  "RedisQueue: after redis-server lost everything in a restart, the queue works again and a stale done or doneAndClaim is refused",
   {
     skip: skip ?? (server?.own ? undefined : "REDIS_URL names a server the tests may not restart"),
   },
@@ -492,7 +730,9 @@ test(
       const name = fresh("restart");
       const queues = clients.map((c) => new RedisQueue(c.client, name, { ttl: 1000 }));
       await queues[0]!.put("before");
+      await queues[1]!.put("before too");
       const held = (await queues[0]!.claim())!;
+      const chained = (await queues[1]!.claim())!;
       await server!.restart();
       // The stream and its group are gone: the next use makes them again.
       for (const [i, queue] of queues.entries()) {
@@ -506,6 +746,16 @@ test(
         assert.match(e.message, /it is no longer pending/);
         return true;
       });
+      // Refused too, and it claims nothing: a message put now stays waiting.
+      const waiting = await queues.at(-1)!.put("waiting");
+      await assert.rejects(chained.doneAndClaim(), (e: unknown) => {
+        assert.ok(e instanceof ClaimLost, String(e));
+        assert.match(e.message, /it is no longer pending/);
+        return true;
+      });
+      const listed = await queues.at(-1)!.list();
+      assert.deepEqual(listed.waiting, [{ id: waiting, deliveries: 0 }]);
+      assert.deepEqual(listed.claimed, []);
     } finally {
       for (const c of clients) await c.close();
     }

@@ -11,6 +11,7 @@ import {
   escapes,
   exactlyOnce,
   type Figures,
+  fileSizeLimit,
   fullDisk,
   holders,
   killedConsumer,
@@ -21,7 +22,7 @@ import {
   resources,
   SHORT,
 } from "./_reliability.ts";
-import { tempDir } from "./_util.ts";
+import { RUNTIMES, tempDir } from "./_util.ts";
 
 const isRoot = process.getuid?.() === 0;
 const tmpfs = (() => {
@@ -82,6 +83,15 @@ test("put() on a full disk fails with NoSpace and leaves nothing half-written", 
 }, async () => {
   await check(fullDisk);
 });
+
+// Runs everywhere, root or not: a write past RLIMIT_FSIZE fails as one
+// past the end of the disk does.
+for (const runtime of RUNTIMES) {
+  test(`put() past the file-size limit (${runtime}) fails with NoSpace and leaves nothing half-written`, async () => {
+    const f = await check((dir) => fileSizeLimit(dir, runtime));
+    assert.ok(f.operations > 0);
+  });
+}
 
 for (const group of BAD_INPUT_GROUPS) {
   test(`bad arguments to ${group} functions name the parameter and change nothing`, async () => {

@@ -5,7 +5,7 @@
 // a link points to). Run on Deno, Bun and Node.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -238,6 +238,53 @@ for (const kind of ["sticky", "group"] as const) {
     },
   );
 }
+
+test(
+  "2. a Lock taken again after another user swapped its file for a link never opens the target",
+  asAnotherUser,
+  async () => {
+    // Opening what a link points at is harm enough, even if the file is
+    // closed at once: a FIFO's reader wakes, a terminal becomes the
+    // caller's controlling one, a process's POSIX locks on the file go.
+    // So the target here is root's FIFO with a reader blocked in open(),
+    // which only an open for writing would release.
+    using shared = sharedDir("group");
+    using v = victim();
+    // Beside the victim's files, whose snapshot would read it.
+    using pipes = tempDir("security-fifo-");
+    chmodSync(pipes.path, 0o700);
+    const fifo = join(pipes.path, "fifo");
+    assert.equal(spawnSync("mkfifo", ["-m", "600", fifo]).status, 0);
+    const reader = spawn("cat", [fifo], { stdio: "ignore" });
+    try {
+      for (const mode of ["a", "r+"] as const) {
+        const path = join(shared.path, `job-${mode}.lock`);
+        writeFileSync(path, "");
+        const lock = new Lock(path, { mode, timeout: 0 });
+        for (let i = 0; i < 3; i++) {
+          await lock.acquire();
+          await lock.release();
+        }
+        for (const target of [v.secret, fifo]) {
+          asNobody(`rm -f ${path} && ln -s ${target} ${path}`);
+          const error = await unchanged(v, () => lock.acquire());
+          assert.ok(error instanceof NotAFile && error.code === "ELOOP", String(error));
+          assert.equal(lock.locked, false);
+        }
+        // Once the link is gone, a new file at the path is taken.
+        asNobody(`rm ${path}`);
+        writeFileSync(path, "");
+        await lock.acquire();
+        assert.equal(lock.locked, true);
+        await lock.release();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(reader.exitCode, null, "the FIFO was opened through the link");
+    } finally {
+      reader.kill("SIGKILL");
+    }
+  },
+);
 
 test("2. a lock file with another name (hard link) is not truncated or overwritten", async () => {
   // The kernel's protected_hardlinks stops nobody from linking root's file,

@@ -42,6 +42,13 @@ export async function main(url: string): Promise<void> {
     }
     console.log(id, text, claim.deliveries);
   }
+  const second: RedisClaim | null = await queue.claim();
+  if (second !== null) {
+    const third: RedisClaim | null = await second.doneAndClaim({ timeout: 1000 });
+    await third?.release();
+    // @ts-expect-error: doneAndClaim takes claim()'s options
+    await second.doneAndClaim({ timeout: "1s" });
+  }
   for await (const next of new RedisQueue(nodeRedis, "consumer").watch()) await next.release();
   // @ts-expect-error: a payload is text or bytes
   await queue.put(42);

@@ -34,12 +34,23 @@ export type RedisClientLike =
 
 /** One connection, whatever the client. */
 export interface Connection {
-  /** Sends a command; replies come back with bytes as strings, integers as numbers. */
-  send(command: string, args: readonly string[]): Promise<unknown>;
+  /**
+   * Sends a command; replies come back with bytes as strings, integers as
+   * numbers. `args` is the connection's from then on: the caller makes a
+   * new array for each command.
+   */
+  send(command: string, args: string[]): Promise<unknown>;
   /** A second connection with the same options, connected. */
   duplicate(): Promise<Connection>;
   /** Closes a connection that came from duplicate(); never rejects. */
   close(): Promise<void>;
+  /**
+   * Whether a connection that came from duplicate() may keep the host
+   * process alive: yes while a wait runs on it, no while it idles in the
+   * pool (a library must not delay its host's exit). Bun's `RedisClient`
+   * does not keep the process alive when idle, and has no such switch.
+   */
+  keepAlive(yes: boolean): void;
 }
 
 type Flavour = "send" | "call" | "sendCommand";
@@ -50,6 +61,9 @@ interface AnyClient {
   sendCommand?(args: string[]): Promise<unknown>;
   duplicate(): unknown;
   connect?(): Promise<unknown>;
+  ref?(): unknown;
+  unref?(): unknown;
+  stream?: { ref?(): unknown; unref?(): unknown };
   close?(): unknown;
   quit?(): unknown;
   disconnect?(): unknown;
@@ -96,12 +110,12 @@ export function connectionOf(client: unknown, owned = false): Connection {
   const flavour = flavourOf(client);
   if (flavour === undefined) throw new TypeError("Not a Redis client");
   const c = client as AnyClient;
-  let send: (command: string, args: readonly string[]) => Promise<unknown>;
-  if (flavour === "send") send = (command, args) => c.send!(command, [...args]);
+  let send: (command: string, args: string[]) => Promise<unknown>;
+  if (flavour === "send") send = (command, args) => c.send!(command, args);
   else if (flavour === "call") send = (command, args) => c.call!(command, ...args);
   else send = (command, args) => c.sendCommand!([command, ...args]);
   return {
-    send: async (command, args) => normalise(await send(command, args)),
+    send: (command, args) => send(command, args).then(normalise),
     async duplicate() {
       // ioredis sends a command again after a reconnect by default: a
       // BLPOP sent again would wait on for a registration that a restart
@@ -120,6 +134,7 @@ export function connectionOf(client: unknown, owned = false): Connection {
       if (flavour === "sendCommand" && typeof copy.connect === "function") await copy.connect();
       return connectionOf(copy, true);
     },
+    keepAlive: owned ? keepAliveOf(c, flavour) : () => {},
     async close() {
       if (!owned) return;
       try {
@@ -131,6 +146,27 @@ export function connectionOf(client: unknown, owned = false): Connection {
         // Already closed, or the server went away: either way it is closed.
       }
     },
+  };
+}
+
+// node-redis has ref() and unref(), which it applies again after a
+// reconnect; ioredis has neither, so its socket is switched, and switched
+// again on each new connection; anything else is switched if it can be.
+function keepAliveOf(c: AnyClient, flavour: Flavour): (yes: boolean) => void {
+  if (flavour === "call") {
+    let alive = true;
+    c.on?.("connect", () => {
+      if (!alive) c.stream?.unref?.();
+    });
+    return (yes) => {
+      alive = yes;
+      if (yes) c.stream?.ref?.();
+      else c.stream?.unref?.();
+    };
+  }
+  return (yes) => {
+    if (yes) c.ref?.();
+    else c.unref?.();
   };
 }
 

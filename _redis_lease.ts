@@ -30,7 +30,8 @@ export class LockLost extends LockException {}
 // ---------------------------------------------------------------------------
 // Blocking connections: BLPOP holds a connection until it returns, so a wait
 // runs on a duplicate of the user's client. Idle duplicates are kept for a
-// second for the next wait, then closed.
+// second for the next wait, then closed; while idle they do not keep the
+// host process alive.
 
 const IDLE_MS = 1000;
 
@@ -44,7 +45,9 @@ export interface Blocker {
 
 export class Pool {
   #base: Connection;
-  #idle: { blocker: Blocker; cancel: () => void }[] = [];
+  // Oldest first: take() reuses the newest.
+  #idle: { blocker: Blocker; since: number }[] = [];
+  #sweep: (() => void) | undefined;
 
   constructor(base: Connection) {
     this.#base = base;
@@ -53,7 +56,7 @@ export class Pool {
   async take(): Promise<Blocker> {
     const entry = this.#idle.pop();
     if (entry !== undefined) {
-      entry.cancel();
+      entry.blocker.conn.keepAlive(true);
       return entry.blocker;
     }
     const conn = await this.#base.duplicate();
@@ -80,15 +83,23 @@ export class Pool {
       });
       return;
     }
-    const entry = {
-      blocker,
-      cancel: after(IDLE_MS, () => {
-        const at = this.#idle.indexOf(entry);
-        if (at >= 0) this.#idle.splice(at, 1);
-        void blocker.conn.close();
-      }),
-    };
-    this.#idle.push(entry);
+    blocker.conn.keepAlive(false);
+    this.#idle.push({ blocker, since: performance.now() });
+    this.#sweep ??= unrefTimer(IDLE_MS, () => this.#closeIdle());
+  }
+
+  // One timer for all idle connections, not one per give(): a process that
+  // waits often gives a connection back on every acquire.
+  #closeIdle(): void {
+    this.#sweep = undefined;
+    const now = performance.now();
+    while (this.#idle.length > 0 && now - this.#idle[0]!.since >= IDLE_MS) {
+      void this.#idle.shift()!.blocker.conn.close();
+    }
+    const oldest = this.#idle[0];
+    if (oldest !== undefined) {
+      this.#sweep = unrefTimer(oldest.since + IDLE_MS - now, () => this.#closeIdle());
+    }
   }
 
   /**
@@ -124,7 +135,7 @@ export class Pool {
     signal: AbortSignal | undefined,
     late: (reply: unknown) => void,
   ): Promise<unknown> {
-    const reply = blocker.conn.send(command, args);
+    const reply = blocker.conn.send(command, [...args]);
     // Redis answers CLIENT UNBLOCK with 0 when that connection is not
     // blocked: it was lost and made again under another id (some clients
     // then send the BLPOP again, or never fail it). The connection is then
@@ -203,9 +214,9 @@ export interface Holder {
   since?: number | undefined;
 }
 
-/** Parses "<mode> <since> <JSON>" as the scripts store it. */
-export function holderOf(info: string): Holder {
-  const match = /^[xsn] (\d+) (.*)$/s.exec(info);
+/** Parses a lease as the scripts store it: "<end> <mode> <since> <JSON>". */
+export function holderOf(lease: string): Holder {
+  const match = /^\d+ [xsn] (\d+) (.*)$/s.exec(lease);
   if (match === null) return {};
   try {
     const { pid, hostname } = JSON.parse(match[2]!) as Record<string, unknown>;
@@ -228,11 +239,16 @@ export interface Grant {
   token: string;
   sentAt: number;
   ttl: number;
-  /** Handed over by a release: renew at once (which also names the new holder). */
+  /**
+   * Handed over by a release: renewed at once, which names the new holder
+   * and drops this waiter's registration (`waiter`).
+   */
   handedOver: boolean;
+  waiter: string;
 }
 
-type Reply = [1, string] | [0, number, string, number];
+/** The token, or: ms until the lease in the way ends, that lease, the server's time in ms. */
+type Reply = string | [number, string, number];
 
 /** A lock handed over through the baton list: "TOKEN MINTED TTL". */
 function batonOf(reply: unknown, batonKey: string): [string, number, number] | undefined {
@@ -244,33 +260,70 @@ function batonOf(reply: unknown, batonKey: string): [string, number, number] | u
 
 function attempt(claim: Claim, waiter: string, registered: boolean): Promise<Reply> {
   const { mode, max, ttl, who, keys } = claim;
-  return scripts.acquire.run(
-    claim.conn,
-    keys,
-    [mode, String(max), String(ttl), who, waiter, keys.prefix, registered ? "1" : "0"],
-  ) as Promise<Reply>;
+  const args = [mode === "n" ? `n${max}` : mode, String(ttl), who, waiter];
+  if (registered) args.push("1");
+  return scripts.acquire.run(claim.conn, keys, args) as Promise<Reply>;
 }
 
-/** Ends a lease if it is ours; resolves to whether it was. */
-export async function releaseToken(claim: Claim, token: string): Promise<boolean> {
-  const handOver = claim.mode === "n" ? "0" : "1";
-  const args = [token, claim.keys.prefix, String(claim.ttl), handOver];
-  return await scripts.release.run(claim.conn, claim.keys, args) === 1;
+/**
+ * Ends a lease if it is ours, and drops the registration `waiter` if
+ * given; resolves to whether the lease was ours.
+ */
+export function releaseToken(claim: Claim, token: string, waiter = ""): Promise<boolean> {
+  const args = [token, String(claim.ttl), waiter];
+  return scripts.release.run(claim.conn, claim.keys, args).then(isOne);
 }
+
+function isOne(reply: unknown): boolean {
+  return reply === 1;
+}
+
+// Waiter ids: unique across processes by a random part drawn once, and
+// within one by a count (an acquire on the uncontended path makes one too,
+// as it registers in the same step should it be refused).
+const processId = randomHex(6);
+let waitCount = 0;
+
+/** The answer to the first try, when it was sent before the waiting began. */
+type First = { reply: Reply } | { error: unknown };
 
 /**
  * Acquires under `rules`: resolves with the grant, or rejects with
  * `refuse(holder, waited)` (refused, or the timeout ran out) or the
  * signal's reason.
  */
-export async function acquireLease(
+export function acquireLease(
   claim: Claim,
   rules: WaitRules,
   refuse: (holder: Holder, waited?: number) => Error,
 ): Promise<Grant> {
   const start = performance.now();
   const waits = !rules.failWhenLocked && rules.timeout !== 0;
-  const waiter = waits ? `${claim.mode}:${randomHex(8)}` : "";
+  const waiter = waits ? `${claim.mode}:${processId}${(waitCount++).toString(36)}` : "";
+  if (rules.signal !== undefined || (waits && rules.timeout !== Infinity)) {
+    return waitForLease(claim, rules, refuse, start, waiter, undefined);
+  }
+  // Nothing can give up the first try while it is on its way (no signal,
+  // no deadline), so it goes out without the waiting machinery, which only
+  // a refusal needs: this is the path of every uncontended acquire.
+  return attempt(claim, waiter, false).then(
+    (reply) =>
+      typeof reply === "string"
+        ? { token: reply, sentAt: start, ttl: claim.ttl, handedOver: false, waiter: "" }
+        : waitForLease(claim, rules, refuse, start, waiter, { reply }),
+    (error: unknown) => waitForLease(claim, rules, refuse, start, waiter, { error }),
+  );
+}
+
+async function waitForLease(
+  claim: Claim,
+  rules: WaitRules,
+  refuse: (holder: Holder, waited?: number) => Error,
+  start: number,
+  waiter: string,
+  first: First | undefined,
+): Promise<Grant> {
+  const waits = waiter !== "";
   const batonKey = `${claim.keys.prefix}baton`;
   const lists = claim.mode === "x"
     ? [`${claim.keys.prefix}wake:${waiter}`, batonKey]
@@ -307,31 +360,42 @@ export async function acquireLease(
   };
   try {
     for (;;) {
-      const sentAt = performance.now();
-      const pending = attempt(claim, waiter, registered);
+      let sentAt = start;
       let reply: Reply;
-      try {
-        // A single try waits for its answer, whatever the timeout.
-        reply = await untilAbort(pending, waits ? limit.signal : rules.signal);
-      } catch (e) {
-        if (limit.signal?.aborted && e === limit.signal.reason) {
-          // Given up while the attempt was on its way: should it still be
-          // granted, the lease is let go at once rather than left to lapse.
-          void pending.then(
-            (late) => late[0] === 1 && releaseToken(claim, late[1]),
-          ).catch(() => {});
+      if (first !== undefined) {
+        const given = first;
+        first = undefined;
+        if ("error" in given) {
+          await ridden(given.error);
+          continue;
         }
-        await ridden(e);
-        continue;
+        reply = given.reply;
+      } else {
+        sentAt = performance.now();
+        const pending = attempt(claim, waiter, registered);
+        try {
+          // A single try waits for its answer, whatever the timeout.
+          reply = await untilAbort(pending, waits ? limit.signal : rules.signal);
+        } catch (e) {
+          if (limit.signal?.aborted && e === limit.signal.reason) {
+            // Given up while the attempt was on its way: should it still be
+            // granted, the lease is let go at once rather than left to lapse.
+            void pending.then(
+              (late) => typeof late === "string" && releaseToken(claim, late),
+            ).catch(() => {});
+          }
+          await ridden(e);
+          continue;
+        }
       }
       troubleSince = undefined;
       pauseMs = 25;
-      if (reply[0] === 1) {
+      if (typeof reply === "string") {
         registered = false;
-        return { token: String(reply[1]), sentAt, ttl: claim.ttl, handedOver: false };
+        return { token: reply, sentAt, ttl: claim.ttl, handedOver: false, waiter: "" };
       }
       registered = waits;
-      holder = holderOf(String(reply[2]));
+      holder = holderOf(String(reply[1]));
       const waited = performance.now() - start;
       if (!waits) throw refuse(holder);
       if (waited >= rules.timeout) throw refuse(holder, rules.timeout);
@@ -339,7 +403,7 @@ export async function acquireLease(
       // (a holder that died is noticed then), or the timeout; and at least
       // once a lease of its own, in case Redis lost the registration (a
       // restart or failover that the connection survived).
-      const ms = Math.min(Number(reply[1]) + 1, rules.timeout - waited, claim.ttl);
+      const ms = Math.min(Number(reply[0]) + 1, rules.timeout - waited, claim.ttl);
       if (blocker === undefined) {
         const taking = claim.pool.take();
         try {
@@ -362,10 +426,18 @@ export async function acquireLease(
       const baton = batonOf(woken, batonKey);
       if (baton !== undefined) {
         // Minted at server time baton[1]; the refusal was computed at
-        // server time reply[3], after `sentAt` here: so the lease began no
+        // server time reply[2], after `sentAt` here: so the lease began no
         // earlier than this, on the local clock.
         const [token, minted, ttl] = baton;
-        return { token, sentAt: sentAt + (minted - Number(reply[3])), ttl, handedOver: true };
+        // The registration goes with the first renewal, off this path.
+        registered = false;
+        return {
+          token,
+          sentAt: sentAt + (minted - Number(reply[2])),
+          ttl,
+          handedOver: true,
+          waiter,
+        };
       }
       if (blocker.broken) {
         claim.pool.give(blocker);
@@ -376,7 +448,7 @@ export async function acquireLease(
     limit[Symbol.dispose]();
     if (blocker !== undefined) claim.pool.give(blocker);
     if (registered) {
-      scripts.leave.run(claim.conn, claim.keys, [waiter, claim.keys.prefix]).catch(() => {});
+      scripts.leave.run(claim.conn, claim.keys, [waiter]).catch(() => {});
     }
   }
 }
@@ -406,20 +478,80 @@ const RENEW_AT = 1 / 3;
 /** After a renewal that failed (no answer, an error), the next try, as a share of the lease. */
 const RETRY_AT = 1 / 10;
 
+// The timers of held leases: one for the whole process, set for the
+// earliest moment any lease needs attention, so that an acquire and its
+// release set no timer of their own.
+interface Timed {
+  /** When it needs attention next, on the local clock. */
+  readonly at: number;
+  tick(now: number): void;
+}
+
+class Schedule {
+  #items = new Set<Timed>();
+  #at = Infinity;
+  #cancel: (() => void) | undefined;
+  #running = false;
+
+  /** Adds `item`, or takes note that its `at` changed. */
+  add(item: Timed): void {
+    this.#items.add(item);
+    if (item.at < this.#at && !this.#running) this.#arm(item.at);
+  }
+
+  /** Forgets `item`; the timer stays, and finds nothing to do. */
+  delete(item: Timed): void {
+    this.#items.delete(item);
+  }
+
+  #arm(at: number): void {
+    this.#cancel?.();
+    this.#at = at;
+    this.#cancel = unrefTimer(Math.max(0, at - performance.now()), () => this.#run());
+  }
+
+  #run(): void {
+    this.#cancel = undefined;
+    this.#at = Infinity;
+    this.#running = true;
+    const now = performance.now();
+    for (const item of [...this.#items]) {
+      if (item.at > now) continue;
+      this.#items.delete(item);
+      item.tick(now);
+    }
+    this.#running = false;
+    let next = Infinity;
+    for (const item of this.#items) next = Math.min(next, item.at);
+    if (next < Infinity) this.#arm(next);
+  }
+}
+
+const schedule = new Schedule();
+
 /** A held lease, kept alive until released or lost. */
-export class Keeper {
+export class Keeper implements Timed {
   readonly token: bigint;
   readonly tokenText: string;
-  readonly #controller = new AbortController();
   readonly #claim: Claim;
   readonly #describe: string;
+  // Made when the signal is first asked for: most holders never look.
+  #controller: AbortController | undefined;
+  #lost: LockLost | undefined;
   #confirmedSentAt: number;
   // The length of the lease last confirmed (a handed-over one has the
   // releaser's).
   #leaseTtl: number;
-  #cancelRenew: (() => void) | undefined;
-  #cancelExpiry: (() => void) | undefined;
+  // When the next renewal is due, on the local clock.
+  #renewAt: number;
+  #renewing = false;
+  // The registration of the wait that was handed this lease, until the
+  // first renewal (or the release) drops it on the server.
+  #waiter: string;
   #done = false;
+  // The next renewal, or, while one is on its way, the moment the lease
+  // can no longer be relied on.
+  at = 0;
 
   constructor(claim: Claim, grant: Grant, describe: string) {
     this.#claim = claim;
@@ -428,11 +560,16 @@ export class Keeper {
     this.#describe = describe;
     this.#confirmedSentAt = grant.sentAt;
     this.#leaseTtl = grant.ttl;
-    this.#armExpiry();
-    this.#scheduleRenew(grant.handedOver ? 0 : claim.ttl * RENEW_AT);
+    this.#waiter = grant.waiter;
+    this.#renewAt = grant.handedOver ? 0 : grant.sentAt + claim.ttl * RENEW_AT;
+    this.#arm();
   }
 
   get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#lost !== undefined) this.#controller.abort(this.#lost);
+    }
     return this.#controller.signal;
   }
 
@@ -450,33 +587,39 @@ export class Keeper {
     return this.#confirmedSentAt + ttl - ttl / 50 - 1;
   }
 
-  #armExpiry(): void {
-    this.#cancelExpiry?.();
-    this.#cancelExpiry = unrefTimer(Math.max(0, this.#limit() - performance.now()), () => {
-      this.#lose(`no renewal was confirmed within its lease of ${this.#leaseTtl} ms`);
-    });
+  #arm(): void {
+    this.at = this.#renewing ? this.#limit() : Math.min(this.#renewAt, this.#limit());
+    schedule.add(this);
   }
 
-  #scheduleRenew(ms: number): void {
-    this.#cancelRenew?.();
-    this.#cancelRenew = unrefTimer(ms, () => void this.#renew());
-  }
-
-  async #renew(): Promise<void> {
+  tick(now: number): void {
     if (this.#done) return;
-    const sentAt = performance.now();
-    if (sentAt >= this.#limit()) {
+    if (now >= this.#limit()) {
       this.#lose(`no renewal was confirmed within its lease of ${this.#leaseTtl} ms`);
-      return;
+    } else if (!this.#renewing && now >= this.#renewAt) {
+      void this.#renew(now);
+    } else {
+      this.#arm();
     }
+  }
+
+  async #renew(sentAt: number): Promise<void> {
     const { conn, keys, ttl, who } = this.#claim;
+    this.#renewing = true;
+    this.#arm();
     let ours: boolean;
     try {
-      ours = await scripts.renew.run(conn, keys, [this.tokenText, String(ttl), who]) === 1;
+      const args = [this.tokenText, String(ttl), who, this.#waiter];
+      ours = await scripts.renew.run(conn, keys, args) === 1;
     } catch {
-      if (!this.#done) this.#scheduleRenew(ttl * RETRY_AT);
+      this.#renewing = false;
+      if (this.#done) return;
+      this.#renewAt = performance.now() + ttl * RETRY_AT;
+      this.#arm();
       return;
     }
+    this.#renewing = false;
+    this.#waiter = "";
     if (this.#done) return;
     if (!ours) {
       this.#lose("its lease ended or Redis lost it, and another holder may have it now");
@@ -484,14 +627,13 @@ export class Keeper {
     }
     this.#confirmedSentAt = sentAt;
     this.#leaseTtl = ttl;
-    this.#armExpiry();
-    this.#scheduleRenew(Math.max(0, sentAt + ttl * RENEW_AT - performance.now()));
+    this.#renewAt = sentAt + ttl * RENEW_AT;
+    this.#arm();
   }
 
   #stop(): void {
     this.#done = true;
-    this.#cancelRenew?.();
-    this.#cancelExpiry?.();
+    schedule.delete(this);
   }
 
   // Lost for good: nothing brings it back, whatever a reconnecting client
@@ -500,16 +642,16 @@ export class Keeper {
   #lose(why: string): void {
     if (this.#done) return;
     this.#stop();
-    this.#controller.abort(new LockLost(`Lost ${this.#describe} (token ${this.token}): ${why}`));
-    releaseToken(this.#claim, this.tokenText).catch(() => {});
+    this.#lost = new LockLost(`Lost ${this.#describe} (token ${this.token}): ${why}`);
+    this.#controller?.abort(this.#lost);
+    releaseToken(this.#claim, this.tokenText, this.#waiter).catch(() => {});
   }
 
   /** Ends the lease; resolves to whether it was still ours on the server. */
-  async release(): Promise<boolean> {
+  release(): Promise<boolean> {
     const wasHeld = !this.#done;
     this.#stop();
-    const ours = await releaseToken(this.#claim, this.tokenText);
-    return wasHeld && ours;
+    return releaseToken(this.#claim, this.tokenText, this.#waiter).then((ours) => wasHeld && ours);
   }
 }
 

@@ -3,61 +3,96 @@
 // One lock (or semaphore) is, under the prefix P = "filestore:lock:{name}:"
 // (or "filestore:sem:{name}:"; the braces put every key of one lock in
 // one Redis Cluster slot):
-//   P.."owners"   sorted set: fencing token -> lease end, server ms
-//   P.."info"     hash: token -> "<x|s|n> <since ms> <holder JSON>"
-//   P.."token"    the last fencing token handed out
+//   P.."owners"   hash: fencing token -> "<end> <x|s|n> <since> <holder JSON>"
+//                 for each lease (end and since in server ms), and
+//                   "n" -> the last fencing token handed out,
+//                   "e" -> when the hash expires (server ms): at least a
+//                          day on, and never before a lease in it ends
 //   P.."waiters"  sorted set: "<mode>:<id>" -> when its registration lapses
 //   P.."wake:"..id  a list a waiter blocks on (BLPOP); a release pushes to it
 //   P.."baton"    a lock handed to the next exclusive waiter (see below)
+//
+// What most acquires and releases do is kept short, for each Redis command
+// a script calls costs about as much as a plain one, and each Lua function
+// it defines is a new closure on every run: an acquire that finds no lease
+// reads the hash and the clock and writes its lease and the new token in
+// one HSET (the expiry moves on about once a day); a release with nobody
+// waiting deletes its field and looks for waiters. Only when there is a
+// lease or a waiter to look at do the scripts define helpers. The pieces
+// they share are inlined (CLOCK, GRANT, LEASES) rather than called, and
+// what goes over the wire is kept small too (one key given, the others
+// named after it; a grant answered with the bare token).
 //
 // Time is always the server's (TIME), never a client's. Numbers: Lua's are
 // doubles, and Lua 5.1 prints them with 14 significant digits, so a
 // 16-digit token would come out rounded ("1.7954314976804e+15"). Tokens
 // therefore never pass through a Lua number on their way out: they are
-// built as strings (from TIME's strings) or read back with GET; numbers
+// built as strings (from TIME's strings) or read back with HGET; numbers
 // given to redis.call() go through string.format('%d'), exact for any
 // integer below 2^53.
 import { type Connection, isNoScript } from "./_redis_client.ts";
 
-const PRELUDE = `
-local function int(x) return string.format('%d', x) end
+// The server's clock: `now` in ms (a number) and `micros` (a string).
+const CLOCK = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local owners, info, counter, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
--- Keeps a key for at least ms more milliseconds.
-local function keep(key, ms)
-  local left = redis.call('PTTL', key)
-  if left < ms then redis.call('PEXPIRE', key, int(ms)) end
-end
--- Lets the owners and their info live as long as the longest lease.
-local function keepOwners()
-  local last = redis.call('ZRANGE', owners, -1, -1, 'WITHSCORES')
-  if #last == 0 then
-    redis.call('DEL', owners, info)
-    return
+local micros = t[1] .. string.sub('00000' .. t[2], -6)
+`;
+
+// The hash's fields in `all` (HGETALL's reply): the leases still running go
+// to `live`, in no order, and ended ones are deleted; `last` and `expires`
+// are set from the fields "n" and "e".
+const LEASES = `
+local live, ended = {}, {}
+for i = 1, #all, 2 do
+  local field, value = all[i], all[i + 1]
+  if field == 'n' then
+    last = value
+  elseif field == 'e' then
+    expires = value
+  else
+    local ends, held = string.match(value, '^(%d+) (%a)')
+    ends = tonumber(ends)
+    if ends <= now then
+      table.insert(ended, field)
+    else
+      table.insert(live, {token = field, ends = ends, mode = held, value = value})
+    end
   end
-  local ms = int(tonumber(last[2]) - now)
-  redis.call('PEXPIRE', owners, ms)
-  redis.call('PEXPIRE', info, ms)
 end
--- A new fencing token: one more than the last, and at least the server's
--- clock in microseconds, so that it still grows when Redis lost the
--- counter. (Both are below 2^53 while the counter is near the clock, so
--- comparing them as Lua numbers is exact; a counter beyond 2^53 is larger
--- anyway.)
-local function mint()
-  local micros = t[1] .. string.format('%06d', tonumber(t[2]))
-  local last = redis.call('GET', counter)
+if #ended > 0 then redis.call('HDEL', owners, unpack(ended)) end
+`;
+
+// Writes the lease `value` under `token`, or, when `token` is nil, under a
+// new fencing token: one more than the last (`last`, the field "n"), and at
+// least the server's clock in microseconds, so that it still grows when
+// Redis lost the hash. (Both are below 2^53 while the counter is near the
+// clock, so comparing them as Lua numbers is exact; a counter beyond 2^53
+// is larger anyway.) The hash is kept until at least `ttl` from now: its
+// expiry (`expires`, the field "e") moves on a day at a time.
+const GRANT = `
+if not token then
   if last and tonumber(last) >= tonumber(micros) then
-    redis.call('INCR', counter)
-    redis.call('PEXPIRE', counter, 86400000)
-    return redis.call('GET', counter)
+    redis.call('HINCRBY', owners, 'n', 1)
+    token = redis.call('HGET', owners, 'n')
+  else
+    token = micros
   end
-  redis.call('SET', counter, micros, 'PX', 86400000)
-  return micros
+  last = token
 end
--- Pushes to the wake-up list of each waiter in the list given.
-local function wake(prefix, list)
+if now + ttl > (tonumber(expires) or 0) then
+  local keep = math.max(tonumber(ttl), 86400000)
+  expires = string.format('%d', now + keep)
+  redis.call('HSET', owners, token, value, 'n', last or token, 'e', expires)
+  redis.call('PEXPIRE', owners, keep)
+else
+  redis.call('HSET', owners, token, value, 'n', last or token, 'e', expires)
+end
+`;
+
+// Pushes to the wake-up list of each waiter in a list.
+const WAKE = `
+local function wake(list)
   for _, waiter in ipairs(list) do
     local key = prefix .. 'wake:' .. waiter
     redis.call('RPUSH', key, '1')
@@ -72,165 +107,179 @@ end
 // pushed element to one blocked client, the longest waiting, so a waiter
 // that died gets nothing. An element nobody took (the waiters were between
 // tries) is taken by the next exclusive acquire, or cancelled by a shared
-// one.
+// one. The waiter that took it drops its registration with its first
+// renewal (or its release, if that comes first), not before its acquire
+// returns: a handover is on the path of every contended acquire.
 
-// KEYS: owners, info, counter, waiters. ARGV: mode (x exclusive, s shared,
-// n semaphore), maximum (n), ttl ms, holder JSON, waiter ("" for none),
-// key prefix, "1" if the waiter registered before (to be removed). Replies
-// {1, token} or {0, ms until the first lease in the way ends, that
-// holder's info, the server's time in ms}.
-const ACQUIRE = PRELUDE + `
-local mode, max, ttl, who, waiter, prefix =
-  ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
-local wakeKey = prefix .. 'wake:' .. waiter
-local function granted(token, alone)
-  redis.call('ZADD', owners, int(now + ttl), token)
-  redis.call('HSET', info, token, mode .. ' ' .. int(now) .. ' ' .. who)
-  if alone then
-    redis.call('PEXPIRE', owners, int(ttl))
-    redis.call('PEXPIRE', info, int(ttl))
-  else
-    keepOwners()
-  end
-  if ARGV[7] == '1' then
-    redis.call('ZREM', waiters, waiter)
-    redis.call('DEL', wakeKey)
-  end
-  return {1, token}
-end
--- The leases still running, in the order they end; ended ones go.
-local function running()
-  local all = redis.call('ZRANGE', owners, 0, -1, 'WITHSCORES')
-  local live = {}
-  for i = 1, #all, 2 do
-    if tonumber(all[i + 1]) <= now then
-      redis.call('ZREM', owners, all[i])
-      redis.call('HDEL', info, all[i])
-    else
-      table.insert(live, all[i])
-      table.insert(live, all[i + 1])
-    end
-  end
-  return live
-end
-local live = running()
--- A lock handed over that nobody took (its lease is one of those running).
-if mode ~= 'n' and #live > 0 then
-  local baton = prefix .. 'baton'
-  local cancelled = false
-  for _ = 1, 100 do
-    local handed = redis.call('LPOP', baton)
-    if not handed then break end
-    local token = string.match(handed, '^(%d+)')
-    if redis.call('ZSCORE', owners, token) then
-      if mode == 'x' then return granted(token, false) end
-      redis.call('ZREM', owners, token)
-      redis.call('HDEL', info, token)
-      cancelled = true
-    end
-  end
-  if cancelled then
-    -- The exclusive waiters that were to take it try again.
-    wake(prefix, redis.call('ZRANGEBYSCORE', waiters, now, '+inf'))
-    redis.call('DEL', waiters)
-    live = running()
-  end
-end
-local blocker = nil
-if mode == 'x' then
-  if #live > 0 then blocker = 1 end
-elseif mode == 's' then
-  for i = 1, #live, 2 do
-    local held = redis.call('HGET', info, live[i])
-    if held and string.sub(held, 1, 1) == 'x' then
-      blocker = i
-      break
-    end
-  end
-elseif #live / 2 >= max then
-  blocker = 1
-end
-if not blocker then return granted(mint(), #live == 0) end
-local left = tonumber(live[blocker + 1]) - now
-if waiter ~= '' then
-  -- Registered in the same step as the refusal: a release after this
-  -- point pushes to the list, so the waiter cannot miss it.
-  redis.call('DEL', wakeKey)
-  redis.call('ZADD', waiters, int(now + left + ttl + 5000), waiter)
-  keep(waiters, left + ttl + 5000)
-end
-return {0, left, redis.call('HGET', info, live[blocker]) or '', now}
+// The keys of a lock, from its owners hash (the one key the scripts are given).
+const NAMES = `
+local owners = KEYS[1]
+local prefix = string.sub(owners, 1, -7)
+local waiters = prefix .. 'waiters'
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: token, ttl ms, holder JSON.
-// Replies 1 if the lease was ours and still running (now extended), else
-// 0. A lease handed over by a release names its new holder from now on.
-const RENEW = PRELUDE + `
-local token, ttl, who = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local ends = redis.call('ZSCORE', owners, token)
-if not ends or tonumber(ends) <= now then return 0 end
-redis.call('ZADD', owners, 'XX', int(now + ttl), token)
-local held = redis.call('HGET', info, token)
-if held and string.sub(held, -3) == ' {}' then
-  redis.call('HSET', info, token, string.sub(held, 1, -3) .. who)
+// KEYS: owners. ARGV: mode (x exclusive, s shared, or n and the maximum of a
+// semaphore: "n3"), ttl ms, holder JSON, waiter ("" for none), and "1" if
+// the waiter registered before (to be removed). Replies the token, or {ms
+// until the first lease in the way ends, that lease as stored, the
+// server's time in ms}.
+const ACQUIRE = NAMES + `
+local mode, ttl, waiter = string.sub(ARGV[1], 1, 1), ARGV[2], ARGV[4]
+local all = redis.call('HGETALL', owners)
+` + CLOCK + `
+local last, expires, token = nil, nil, nil
+local busy = false
+for i = 1, #all, 2 do
+  local field = all[i]
+  if field == 'n' then
+    last = all[i + 1]
+  elseif field == 'e' then
+    expires = all[i + 1]
+  else
+    busy = true
+  end
 end
-keepOwners()
+if busy then
+` + LEASES + WAKE + `
+  -- A lock handed over that nobody took (its lease is one of those running).
+  if mode ~= 'n' and #live > 0 then
+    local baton = prefix .. 'baton'
+    local cancelled = {}
+    for _ = 1, 100 do
+      local handed = redis.call('LPOP', baton)
+      if not handed then break end
+      handed = string.match(handed, '^(%d+)')
+      for _, lease in ipairs(live) do
+        if lease.token == handed then
+          if mode == 'x' then token = handed else cancelled[handed] = true end
+        end
+      end
+      if token then break end
+    end
+    if next(cancelled) then
+      -- The exclusive waiters that were to take it try again.
+      wake(redis.call('ZRANGEBYSCORE', waiters, now, '+inf'))
+      redis.call('DEL', waiters)
+      local kept = {}
+      for _, lease in ipairs(live) do
+        if cancelled[lease.token] then
+          redis.call('HDEL', owners, lease.token)
+        else
+          table.insert(kept, lease)
+        end
+      end
+      live = kept
+    end
+  end
+  -- The lease in the way that ends first, if any.
+  local blocker = nil
+  if not token and (mode ~= 'n' or #live >= tonumber(string.sub(ARGV[1], 2))) then
+    for _, lease in ipairs(live) do
+      if (mode ~= 's' or lease.mode == 'x') and (not blocker or lease.ends < blocker.ends) then
+        blocker = lease
+      end
+    end
+  end
+  if blocker then
+    local left = blocker.ends - now
+    if waiter ~= '' then
+      -- Registered in the same step as the refusal: a release after this
+      -- point pushes to the list, so the waiter cannot miss it.
+      local lapse = left + ttl + 5000
+      redis.call('DEL', prefix .. 'wake:' .. waiter)
+      redis.call('ZADD', waiters, string.format('%d', now + lapse), waiter)
+      if redis.call('PTTL', waiters) < lapse then
+        redis.call('PEXPIRE', waiters, string.format('%d', lapse))
+      end
+    end
+    return {left, blocker.value, now}
+  end
+end
+local value = string.format('%d %s %d %s', now + ttl, mode, now, ARGV[3])
+` + GRANT + `
+if ARGV[5] == '1' then
+  redis.call('ZREM', waiters, waiter)
+  redis.call('DEL', prefix .. 'wake:' .. waiter)
+end
+return token
+`;
+
+// Drops the registration of the waiter ARGV[n] unless it is "": one that
+// gave up, or that holds the lock now.
+function leave(n: number): string {
+  return `
+if ARGV[${n}] ~= '' then
+  redis.call('ZREM', waiters, ARGV[${n}])
+  redis.call('DEL', prefix .. 'wake:' .. ARGV[${n}])
+end
+`;
+}
+
+// KEYS: owners. ARGV: token, ttl ms, holder JSON, the registration to drop
+// ("" for none). Replies 1 if the lease was ours and still running (now
+// extended), else 0. A lease handed over by a release names its new holder
+// from now on.
+const RENEW = NAMES + leave(4) + `
+local token, ttl = ARGV[1], ARGV[2]
+local found = redis.call('HMGET', owners, token, 'n', 'e')
+if not found[1] then return 0 end
+` + CLOCK + `
+local ends, rest = string.match(found[1], '^(%d+) (.*)$')
+if tonumber(ends) <= now then return 0 end
+if string.sub(rest, -3) == ' {}' then rest = string.sub(rest, 1, -3) .. ARGV[3] end
+local value = string.format('%d ', now + ttl) .. rest
+local last, expires = found[2] or nil, found[3] or nil
+` + GRANT + `
 return 1
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: token, key prefix, ttl ms,
-// "1" to hand a free lock to an exclusive waiter. Ends the lease if it is
-// ours; then hands the lock over, or wakes the waiters. Replies 1 if it
-// was ours.
-const RELEASE = PRELUDE + `
-local token, prefix, ttl, handOver = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local removed = redis.call('ZREM', owners, token)
-redis.call('HDEL', info, token)
-if removed == 0 then return 0 end
--- (Redis deletes a sorted set or hash with its last member.)
-local free = redis.call('EXISTS', owners) == 0
-if not free then keepOwners() end
+// KEYS: owners. ARGV: token, ttl ms, the registration to drop ("" for
+// none). Ends the lease if it is ours; then hands a free lock over to an
+// exclusive waiter (a semaphore has none), or wakes the waiters. Replies 1
+// if it was ours.
+const RELEASE = NAMES + leave(3) + `
+local ttl = ARGV[2]
+if redis.call('HDEL', owners, ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', waiters) == 0 then return 1 end
+` + CLOCK + `
 local waiting = redis.call('ZRANGEBYSCORE', waiters, now, '+inf')
 if #waiting == 0 then return 1 end
-if handOver and free then
-  local others = {}
-  local exclusive = false
-  for _, waiter in ipairs(waiting) do
-    if string.sub(waiter, 1, 2) == 'x:' then exclusive = true else table.insert(others, waiter) end
-  end
-  if exclusive then
-    local handed = mint()
-    redis.call('ZADD', owners, int(now + ttl), handed)
-    redis.call('HSET', info, handed, 'x ' .. int(now) .. ' {}')
-    keepOwners()
-    local baton = prefix .. 'baton'
-    redis.call('RPUSH', baton, handed .. ' ' .. int(now) .. ' ' .. int(ttl))
-    redis.call('PEXPIRE', baton, int(ttl))
-    -- The others try again (and meet the new holder); the exclusive ones
-    -- stay registered for the next release.
-    wake(prefix, others)
-    for _, waiter in ipairs(others) do redis.call('ZREM', waiters, waiter) end
-    return 1
-  end
+` + WAKE + `
+local all = redis.call('HGETALL', owners)
+local last, expires, token = nil, nil, nil
+` + LEASES + `
+local others = {}
+local exclusive = false
+for _, waiter in ipairs(waiting) do
+  if string.sub(waiter, 1, 2) == 'x:' then exclusive = true else table.insert(others, waiter) end
 end
-wake(prefix, waiting)
+if exclusive and #live == 0 then
+  local value = string.format('%d x %d {}', now + ttl, now)
+` + GRANT + `
+  local baton = prefix .. 'baton'
+  redis.call('RPUSH', baton, string.format('%s %d %s', token, now, ttl))
+  redis.call('PEXPIRE', baton, ttl)
+  -- The others try again (and meet the new holder); the exclusive ones
+  -- stay registered for the next release.
+  wake(others)
+  for _, waiter in ipairs(others) do redis.call('ZREM', waiters, waiter) end
+  return 1
+end
+wake(waiting)
 redis.call('DEL', waiters)
 return 1
 `;
 
-// KEYS: owners, info, counter, waiters. ARGV: waiter, key prefix. A waiter
-// that gives up, or took a lock handed to it.
-const LEAVE = `
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('DEL', ARGV[2] .. 'wake:' .. ARGV[1])
+// KEYS: owners. ARGV: waiter. A waiter that gives up.
+const LEAVE = NAMES + leave(1) + `
 return 1
 `;
 
 /** The keys of one lock or semaphore. */
 export interface Keys {
   readonly prefix: string;
-  /** owners, info, counter, waiters: the KEYS of every script. */
-  readonly list: readonly [string, string, string, string];
+  /** The KEYS of every script: the owners hash (the others are named after it). */
+  readonly list: readonly [string];
 }
 
 /** The keys of the lock or semaphore `name` (`kind` keeps the two apart). */
@@ -238,32 +287,36 @@ export function keysOf(kind: "lock" | "sem", name: string): Keys {
   const prefix = `filestore:${kind}:{${name}}:`;
   return {
     prefix,
-    list: [`${prefix}owners`, `${prefix}info`, `${prefix}token`, `${prefix}waiters`],
+    list: [`${prefix}owners`],
   };
 }
 
 /** A Lua script run through EVALSHA, falling back to EVAL the first time a server meets it. */
 export class Script {
   #body: string;
-  #sha: Promise<string> | undefined;
+  #sha: string | undefined;
 
   constructor(body: string) {
     this.#body = body;
   }
 
-  async run(
+  run(
     conn: Connection,
     keys: { readonly list: readonly string[] },
     args: readonly string[],
   ): Promise<unknown> {
-    this.#sha ??= sha1(this.#body);
-    const tail = [String(keys.list.length), ...keys.list, ...args];
-    try {
-      return await conn.send("EVALSHA", [await this.#sha, ...tail]);
-    } catch (e) {
-      if (!isNoScript(e)) throw e;
-      return await conn.send("EVAL", [this.#body, ...tail]);
+    const sha = this.#sha;
+    if (sha === undefined) {
+      return sha1(this.#body).then((digest) => {
+        this.#sha = digest;
+        return this.run(conn, keys, args);
+      });
     }
+    const tail = [String(keys.list.length), ...keys.list, ...args];
+    return conn.send("EVALSHA", [sha, ...tail]).catch((e: unknown) => {
+      if (!isNoScript(e)) throw e;
+      return conn.send("EVAL", [this.#body, ...tail]);
+    });
   }
 }
 

@@ -46,6 +46,7 @@ import {
   acquireLease,
   type Blocker,
   type Claim,
+  type Grant,
   type Holder,
   Keeper,
   LockLost,
@@ -199,6 +200,7 @@ class Leases {
   #settings: Settings;
   #name: string;
   #describe: string;
+  #what: string;
   #keeper: Keeper | undefined;
   #lease: RedisLease | undefined;
   #pending: Promise<RedisLease> | undefined;
@@ -208,6 +210,7 @@ class Leases {
     this.#settings = settings;
     this.#name = name;
     this.#describe = describe;
+    this.#what = `acquire ${describe}`;
   }
 
   get locked(): boolean {
@@ -218,35 +221,44 @@ class Leases {
     return this.locked ? this.#lease : undefined;
   }
 
-  async acquire(overrides: RedisAcquireOptions | undefined, what: string): Promise<RedisLease> {
-    const s = settingsOf(this.#settings, overrides, what);
+  async acquire(overrides: RedisAcquireOptions | undefined): Promise<RedisLease> {
+    const s = settingsOf(this.#settings, overrides, this.#what);
     if (this.locked) return this.#lease!;
     if (s.signal?.aborted) throw s.signal.reason;
-    const refuse = (holder: Holder, waited?: number) =>
-      refusalOf(`acquire ${this.#describe}`, holder, waited);
     if (this.#pending !== undefined) {
-      return await share(this.#pending, s, (waited) => refuse({}, waited));
+      return await share(this.#pending, s, (waited) => this.#refuse({}, waited));
     }
-    this.#pending = (async () => {
-      const grant = await acquireLease(this.#claim, s, refuse);
-      const keeper = new Keeper(this.#claim, grant, this.#describe);
-      this.#keeper = keeper;
-      this.#lease = { name: this.#name, token: keeper.token, signal: keeper.signal };
-      return this.#lease;
-    })();
+    const pending = acquireLease(this.#claim, s, this.#refuse).then((grant) => this.#hold(grant));
+    this.#pending = pending;
     try {
-      return await this.#pending;
+      return await pending;
     } finally {
       this.#pending = undefined;
     }
   }
 
-  async release(): Promise<void> {
+  #refuse = (holder: Holder, waited?: number): AlreadyLocked =>
+    refusalOf(this.#what, holder, waited);
+
+  #hold(grant: Grant): RedisLease {
+    const keeper = new Keeper(this.#claim, grant, this.#describe);
+    this.#keeper = keeper;
+    this.#lease = {
+      name: this.#name,
+      token: keeper.token,
+      get signal() {
+        return keeper.signal;
+      },
+    };
+    return this.#lease;
+  }
+
+  release(): Promise<void> {
     const keeper = this.#keeper;
-    if (keeper === undefined) return;
+    if (keeper === undefined) return Promise.resolve();
     this.#keeper = undefined;
     this.#lease = undefined;
-    await keeper.release();
+    return keeper.release().then(() => {});
   }
 }
 
@@ -392,7 +404,7 @@ export class RedisLock implements AsyncDisposable {
    * ```
    */
   acquire(overrides?: RedisAcquireOptions): Promise<RedisLease> {
-    return this.#leases.acquire(overrides, `acquire RedisLock ${show(this.#name)}`);
+    return this.#leases.acquire(overrides);
   }
 
   /**
@@ -543,7 +555,7 @@ export class RedisSemaphore implements AsyncDisposable {
    * ```
    */
   acquire(overrides?: RedisAcquireOptions): Promise<RedisLease> {
-    return this.#leases.acquire(overrides, `acquire RedisSemaphore ${show(this.#name)}`);
+    return this.#leases.acquire(overrides);
   }
 
   /**

@@ -4,11 +4,16 @@
 // On one server, in one run: RedisLock (with each client the runtime has)
 // against redlock 4.2, @sesamecare-oss/redlock 1.4 and redis-semaphore 5.8
 // (all three on ioredis, which is what they take):
-//   a. uncontended acquire + release, rounds interleaved;
+//   a. uncontended acquire + release, 31 interleaved rounds of 100; each
+//      library against each other one round by round, and against the
+//      floor of its client: SET NX PX and a delete script, bare;
 //   b. handoff from release to the next holder in another process, p50,
-//      next to a bare pub/sub message between two processes;
+//      next to a bare pub/sub message between two processes, the samples
+//      of the two taken alternately;
 //   c. 8 processes contending: acquisitions per second and the worst wait.
-// Each line of results is printed as JSON as well as in a table.
+// `--only a,b` runs only the figures named; REDIS_BENCH_CONTENTION sets the
+// cycles per process of c (default 50). Each line of results is printed as
+// JSON.
 import process from "node:process";
 import { runtimeName } from "../_runtime.ts";
 import { RedisLock } from "../redis.ts";
@@ -20,7 +25,7 @@ import {
   type TestClient,
 } from "../tests/_redis.ts";
 import { type Child, start } from "../tests/_child.ts";
-import { median, percentile } from "./_stats.ts";
+import { median, percentile, ratios } from "./_stats.ts";
 
 const SCRIPT = "bench/redis.ts";
 const TTL = 10_000;
@@ -132,11 +137,7 @@ function lines(): () => Promise<string | undefined> {
 // ---------------------------------------------------------------------------
 // Children.
 
-async function handoffChild(
-  lib: Lib | "pubsub:node-redis" | "pubsub:ioredis",
-  url: string,
-  name: string,
-) {
+async function handoffChild(lib: HandoffCase, url: string, name: string) {
   const next = lines();
   if (lib.startsWith("pubsub:")) {
     const kind = lib.slice(7);
@@ -194,75 +195,141 @@ function row(figure: string, lib: string, unit: string, value: number, extra: ob
   console.log(JSON.stringify({ figure, case: lib, runtime: runtimeName, unit, value, ...extra }));
 }
 
+// The least a leased lock costs with a client: SET NX PX, then a script
+// that deletes the key if it is still ours (two round trips, what
+// redis-semaphore does), with nothing else around them.
+async function floor(kind: ClientKind, url: string, name: string): Promise<Locker> {
+  const c = await connect(kind, url);
+  const script =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end";
+  const sha = String(await c.send("SCRIPT", "LOAD", script));
+  let n = 0;
+  return {
+    acquire: async () => {
+      const token = String(n++);
+      await c.send("SET", name, token, "NX", "PX", String(TTL));
+      return () => c.send("EVALSHA", sha, "1", name, token);
+    },
+    close: () => c.close(),
+  };
+}
+
 async function uncontended(url: string) {
-  const lockers = await Promise.all(LIBS.map((lib) => locker(lib, url, `bench:unc:${lib}`)));
-  const times = LIBS.map(() => [] as number[]);
-  const n = 200;
-  for (let round = 0; round < 8; round++) {
-    for (let k = 0; k < LIBS.length; k++) {
-      const i = (k + round) % LIBS.length;
+  const cases = [...LIBS, ...CLIENT_KINDS.map((k) => `floor:${k}`)];
+  const lockers = await Promise.all(cases.map((lib) => {
+    const name = `bench:unc:${lib}`;
+    return lib.startsWith("floor:")
+      ? floor(lib.slice(6) as ClientKind, url, name)
+      : locker(lib as Lib, url, name);
+  }));
+  const times = cases.map(() => [] as number[]);
+  const n = 100;
+  const rounds = 31;
+  for (let round = 0; round <= rounds; round++) {
+    for (let k = 0; k < cases.length; k++) {
+      const i = (k + round) % cases.length;
       const t0 = performance.now();
       for (let j = 0; j < n; j++) await (await lockers[i]!.acquire())();
       if (round > 0) times[i]!.push((performance.now() - t0) / n * 1000);
     }
   }
-  const best = Math.min(
-    ...LIBS.map((lib, i) => (lib.startsWith("ours") ? Infinity : median(times[i]!))),
-  );
-  for (const [i, lib] of LIBS.entries()) {
-    row("a uncontended acquire+release", label(lib), "us", median(times[i]!), {
-      ratioToBestOther: median(times[i]!) / best,
-    });
+  // Against each of the others round by round (rounds run back to back see
+  // the same load, which drifts between rounds), then the best of them.
+  const ratio = (i: number, j: number) => median(ratios(times[i]!, times[j]!));
+  const others = LIBS.flatMap((lib, i) => (lib.startsWith("ours") ? [] : [i]));
+  for (const [i, lib] of cases.entries()) {
+    const extra: Record<string, number> = {
+      ratioToBestOther: Math.max(...others.filter((j) => j !== i).map((j) => ratio(i, j))),
+    };
+    if (lib.startsWith("ours:")) {
+      extra.ratioToFloor = ratio(i, cases.indexOf(`floor:${lib.slice(5)}`));
+    }
+    const what = lib.startsWith("floor:")
+      ? `bare SET NX PX + delete script (${lib.slice(6)})`
+      : label(lib as Lib);
+    row("a uncontended acquire+release", what, "us", median(times[i]!), extra);
   }
   for (const l of lockers) await l.close();
 }
 
-async function handoff(url: string) {
-  const cases = [
-    "pubsub:node-redis",
-    "pubsub:ioredis",
-    ...LIBS,
-  ] as const;
-  const samples = 40;
-  const pubsub = new Map<string, number>();
-  for (const lib of cases) {
-    const name = `bench:handoff:${lib}:${process.pid}`;
-    const child = start(runtimeName, SCRIPT, ["--child", "handoff", lib, url, name]);
-    await child.line("ready", 60_000);
-    const got: number[] = [];
-    let parent: Locker | undefined;
-    let pub: TestClient | undefined;
-    if (lib.startsWith("pubsub:")) pub = await connect(lib.slice(7) as ClientKind, url);
-    else parent = await locker(lib as Lib, url, name);
-    let seen = 0;
-    for (let i = 0; i < samples + 3; i++) {
+type HandoffCase = Lib | "pubsub:node-redis" | "pubsub:ioredis";
+
+/** One child waiting for `kind`, and the parent's side: `sample()` measures one handoff, in ms. */
+async function handoffRig(kind: HandoffCase, url: string) {
+  const name = `bench:handoff:${kind}:${process.pid}`;
+  const child = start(runtimeName, SCRIPT, ["--child", "handoff", kind, url, name]);
+  await child.line("ready", 60_000);
+  const pub = kind.startsWith("pubsub:")
+    ? await connect(kind.slice(7) as ClientKind, url)
+    : undefined;
+  const parent = pub === undefined ? await locker(kind as Lib, url, name) : undefined;
+  let rounds = 0;
+  return {
+    async sample(): Promise<number> {
       const release = parent ? await parent.acquire() : undefined;
       child.send("go");
-      await nth(child, "waiting", i + 1);
+      await nth(child, "waiting", ++rounds);
       // A random pause, so that pollers (redis-semaphore every 10 ms) are
       // not caught in phase with the release.
       await sleep(20 + Math.random() * 20);
       const at = wallMs();
       if (release) await release();
       else await pub!.send("PUBLISH", name, String(at));
-      const line = await nth(child, "held ", ++seen);
-      const value = Number(line.slice(5));
-      if (i >= 3) got.push(lib.startsWith("pubsub") ? value : value - at);
+      const value = Number((await nth(child, "held ", rounds)).slice(5));
+      return pub ? value : value - at;
+    },
+    async close() {
+      child.send("stop");
+      await child.exited;
+      await parent?.close();
+      await pub?.close();
+    },
+  };
+}
+
+async function handoff(url: string) {
+  const samples = 40;
+  const warmup = 3;
+  // Each RedisLock client against a bare pub/sub message of the same
+  // client (Bun's against node-redis's), their samples taken alternately.
+  const pubsub = new Map<string, number[]>();
+  for (const kind of CLIENT_KINDS) {
+    const base: HandoffCase = kind === "ioredis" ? "pubsub:ioredis" : "pubsub:node-redis";
+    const rigs = [await handoffRig(base, url), await handoffRig(`ours:${kind}`, url)];
+    const got: number[][] = [[], []];
+    for (let i = 0; i < samples + warmup; i++) {
+      for (const j of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const ms = await rigs[j]!.sample();
+        if (i >= warmup) got[j]!.push(ms);
+      }
     }
-    child.send("stop");
-    await child.exited;
-    await parent?.close();
-    await pub?.close();
-    const p50 = median(got);
-    if (lib.startsWith("pubsub")) pubsub.set(lib.slice(7), p50);
-    const base = pubsub.get(lib.endsWith("ioredis") ? "ioredis" : "node-redis")!;
-    row(
-      "b handoff p50",
-      lib.startsWith("pubsub") ? `bare pub/sub message (${lib.slice(7)})` : label(lib as Lib),
-      "ms",
-      p50,
-      { p90: percentile(got, 90), ratioToPubSub: p50 / base },
-    );
+    for (const rig of rigs) await rig.close();
+    const [bare, ours] = got as [number[], number[]];
+    pubsub.set(base, [...(pubsub.get(base) ?? []), ...bare]);
+    row("b handoff p50", `bare pub/sub message (${base.slice(7)})`, "ms", median(bare), {
+      p90: percentile(bare, 90),
+      ratioToPubSub: 1,
+      pairedWith: label(`ours:${kind}`),
+    });
+    row("b handoff p50", label(`ours:${kind}`), "ms", median(ours), {
+      p90: percentile(ours, 90),
+      ratioToPubSub: median(ours) / median(bare),
+    });
+  }
+  // The others retry every 10-200 ms: no pairing needed to tell them apart.
+  const bare = median(pubsub.get("pubsub:ioredis")!);
+  for (const lib of LIBS.filter((l) => !l.startsWith("ours:"))) {
+    const rig = await handoffRig(lib, url);
+    const got: number[] = [];
+    for (let i = 0; i < samples + warmup; i++) {
+      const ms = await rig.sample();
+      if (i >= warmup) got.push(ms);
+    }
+    await rig.close();
+    row("b handoff p50", label(lib), "ms", median(got), {
+      p90: percentile(got, 90),
+      ratioToPubSub: median(got) / bare,
+    });
   }
 }
 
@@ -310,12 +377,14 @@ async function main() {
     if (what === "handoff") return await handoffChild(lib as Lib, url!, name!);
     return await contendChild(lib as Lib, url!, name!, Number(count));
   }
+  const at = process.argv.indexOf("--only");
+  const only = at >= 0 ? process.argv[at + 1]!.split(",") : ["a", "b", "c"];
   const server = await startRedis();
   try {
     console.error(`# Redis figure on ${runtimeName}, server ${server.url}`);
-    await uncontended(server.url);
-    await handoff(server.url);
-    await contention(server.url);
+    if (only.includes("a")) await uncontended(server.url);
+    if (only.includes("b")) await handoff(server.url);
+    if (only.includes("c")) await contention(server.url);
   } finally {
     await server.stop();
   }

@@ -152,12 +152,30 @@ export interface TestClient {
   close(): Promise<void>;
 }
 
+/** How a test client behaves when its connection is lost. */
+export interface ConnectOptions {
+  /**
+   * Connect again only after this many milliseconds (ioredis), or never:
+   * Bun's client has no such delay, and node-redis makes its first attempt
+   * at once whatever its strategy says.
+   */
+  reconnectAfter?: number;
+}
+
 /** Connects a client of `kind` to `url`. */
-export async function connect(kind: ClientKind, url: string): Promise<TestClient> {
+export async function connect(
+  kind: ClientKind,
+  url: string,
+  options: ConnectOptions = {},
+): Promise<TestClient> {
+  const { reconnectAfter } = options;
   if (kind === "bun") {
     // deno-lint-ignore no-explicit-any
     const Bun = (globalThis as any).Bun;
-    const client = new Bun.RedisClient(url);
+    const client = new Bun.RedisClient(
+      url,
+      reconnectAfter === undefined ? {} : { autoReconnect: false },
+    );
     await client.connect();
     return {
       client,
@@ -167,7 +185,9 @@ export async function connect(kind: ClientKind, url: string): Promise<TestClient
   }
   if (kind === "node-redis") {
     const { createClient } = await import("redis");
-    const client = createClient({ url });
+    const client = createClient(
+      reconnectAfter === undefined ? { url } : { url, socket: { reconnectStrategy: false } },
+    );
     client.on("error", () => {});
     await client.connect();
     return {
@@ -181,7 +201,9 @@ export async function connect(kind: ClientKind, url: string): Promise<TestClient
     };
   }
   const { Redis } = await import("ioredis");
-  const client = new Redis(url);
+  const client = reconnectAfter === undefined
+    ? new Redis(url)
+    : new Redis(url, { retryStrategy: () => reconnectAfter });
   client.on("error", () => {});
   return {
     client,

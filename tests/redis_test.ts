@@ -200,7 +200,7 @@ for (const kind of CLIENT_KINDS) {
     async () => {
       await withClient(kind, async (c) => {
         const name = fresh("big");
-        await c.send("SET", `filestore:lock:{${name}}:token`, "9007199254740993");
+        await c.send("HSET", `filestore:lock:{${name}}:owners`, "n", "9007199254740993");
         const lock = new RedisLock(c.client, name);
         const { token } = await lock.acquire();
         assert.equal(token, 9007199254740994n);
@@ -221,7 +221,7 @@ for (const kind of CLIENT_KINDS) {
         const first = new RedisLock(c.client, name, { ttl: 300 });
         const lease = await first.acquire();
         // What a failover to a replica that missed the write looks like.
-        await c.send("DEL", `filestore:lock:{${name}}:owners`, `filestore:lock:{${name}}:info`);
+        await c.send("DEL", `filestore:lock:{${name}}:owners`);
         const reason = await aborted(lease.signal, 5000);
         assert.ok(reason instanceof LockLost, String(reason));
         assert.equal(first.locked, false);
@@ -269,6 +269,47 @@ for (const kind of CLIENT_KINDS) {
       });
     },
   );
+
+  test(
+    `RedisLock (${kind}): a holder whose killed connection stays down past its lease knows it lost the lock before another takes it`,
+    needs,
+    async () => {
+      const name = fresh("kill-lost");
+      const ttl = 500;
+      // Back only after the lease (ioredis), or never (Bun's, node-redis).
+      const cut = await connect(kind, server!.url, { reconnectAfter: 1500 });
+      try {
+        await withClient(kind, async (other) => {
+          const holder = new RedisLock(cut.client, name, { ttl });
+          const lease = await holder.acquire();
+          await other.send("CLIENT", "KILL", "ID", String(await cut.send("CLIENT", "ID")));
+          const next = new RedisLock(other.client, name, { ttl });
+          const taken = await next.acquire({ timeout: 10_000 });
+          // Never two holders: the holder's signal had aborted by then.
+          assert.ok(lease.signal.aborted, "the holder was not told before another took the lock");
+          assert.ok(lease.signal.reason instanceof LockLost, String(lease.signal.reason));
+          assert.match(lease.signal.reason.message, /no renewal was confirmed within its lease/);
+          assert.equal(holder.locked, false);
+          assert.ok(taken.token > lease.token);
+          // Once the client is back, what it had queued (a renewal, the
+          // release sent when the lease was lost) does not revive the old
+          // lease, and neither does a late release.
+          await cut.send("PING").catch(() => {});
+          await holder.release().catch(() => {});
+          assert.equal(holder.locked, false);
+          await assert.rejects(
+            new RedisLock(other.client, name).acquire({ timeout: 0 }),
+            AlreadyLocked,
+          );
+          assert.ok(next.locked);
+          assert.equal(taken.signal.aborted, false);
+          await next.release();
+        });
+      } finally {
+        await cut.close();
+      }
+    },
+  );
 }
 
 test("RedisLock: a restarted redis-server aborts every holder's signal, and tokens still grow", {
@@ -301,6 +342,11 @@ test("RedisLock: a restarted redis-server aborts every holder's signal, and toke
 
 // ---------------------------------------------------------------------------
 // Processes of all three runtimes.
+
+// The clients a child of `runtime` can use.
+function kindsOf(runtime: Runtime): ClientKind[] {
+  return runtime === "bun" ? ["bun", "node-redis", "ioredis"] : ["node-redis", "ioredis"];
+}
 
 // The client a child of `runtime` uses, varied across children.
 function clientFor(runtime: Runtime, i: number): ClientKind {
@@ -375,14 +421,15 @@ for (const runtime of RUNTIMES) {
         const waiting = waiter.acquire({ timeout: ttl * 10 });
         await sleep(20);
         holder.kill("SIGKILL");
-        // The dead holder's lease end, and the grant, on the server's clock.
-        const info = `filestore:lock:{${name}}:info`;
-        const ended = Number(
-          await c.send("ZSCORE", `filestore:lock:{${name}}:owners`, String(token)),
-        );
+        // The dead holder's lease end, and the grant, on the server's clock
+        // ("<end> <mode> <since> <holder>").
+        const owners = `filestore:lock:{${name}}:owners`;
+        const ended = Number(String(await c.send("HGET", owners, String(token))).split(" ")[0]);
         const lease = await waiting;
         assert.ok(lease.token > token);
-        const since = Number(String(await c.send("HGET", info, String(lease.token))).split(" ")[1]);
+        const since = Number(
+          String(await c.send("HGET", owners, String(lease.token))).split(" ")[2],
+        );
         console.log(`# ${runtime}: held ${since - ended} ms after the killed holder's lease ended`);
         await waiter.release();
       });
@@ -445,6 +492,48 @@ for (const runtime of RUNTIMES) {
       } finally {
         stopped.kill("SIGKILL");
         next.kill("SIGKILL");
+      }
+    },
+  );
+}
+
+for (const runtime of RUNTIMES) {
+  test(
+    `RedisLock (${runtime}): a process that waited for the lock exits after its last release as promptly as one that did not`,
+    needs,
+    async () => {
+      for (const kind of kindsOf(runtime)) {
+        // Milliseconds from the child's last release (and close) to its exit.
+        const exitAfter = async (waits: boolean) => {
+          const name = fresh("exit");
+          let ms = 0;
+          await withClient(CLIENT_KINDS[0]!, async (c) => {
+            const holder = new RedisLock(c.client, name);
+            if (waits) await holder.acquire();
+            const child = start(runtime, CHILD, ["exit", server!.url, kind, name]);
+            if (waits) {
+              // Released once the child is registered as a waiter: it
+              // blocks on a connection of its own.
+              const waiters = `filestore:lock:{${name}}:waiters`;
+              while (Number(await c.send("ZCARD", waiters)) === 0) await sleep(10);
+              await holder.release();
+            }
+            await child.line("released", 30_000);
+            const released = performance.now();
+            assert.equal(await child.exited, 0);
+            ms = performance.now() - released;
+          });
+          return ms;
+        };
+        const plain = await exitAfter(false);
+        const waited = await exitAfter(true);
+        console.log(
+          `# ${runtime}, ${kind}: exited ${waited.toFixed(0)} ms after its last release, ${
+            plain.toFixed(0)
+          } ms without a wait`,
+        );
+        // An idle blocking connection kept the process alive for a second.
+        assert.ok(waited < plain + 500, `${waited} ms after waiting, ${plain} ms without`);
       }
     },
   );

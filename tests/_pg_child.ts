@@ -2,8 +2,10 @@
 // runtimes: `_pg_child.ts CLIENT URL COMMAND ARGS...`, CLIENT one of
 // postgresjs, pg, bun. Commands:
 // - count NAME N: N times, under PgLock NAME, reads counter.n and writes it
-//   back plus one on a second connection (a lost update without the lock);
-//   prints "counted".
+//   back plus one on a second connection (a lost update without the lock),
+//   with the grant's fencing token, refusing (like a fenced store) a token
+//   not larger than the last one written; prints "counted", or "fenced"
+//   and exits 1.
 // - hold NAME [shared]: takes the lock, prints "held TOKEN PID", and "lost"
 //   if its signal aborts; waits until killed.
 // - consume QUEUE [PAUSE]: claims messages, prints "got ID DELIVERIES", and
@@ -24,9 +26,16 @@ if (command === "count") {
   await using data = await sessionFor(connect);
   await using lock = new PgLock(connect, name!);
   for (let i = 0; i < Number(n); i++) {
-    await lock.acquire();
-    const [row] = await data.query("select n from counter", []);
-    await data.query("update counter set n = $1", [Number(row!.n) + 1]);
+    const { token } = await lock.acquire();
+    const [row] = await data.query("select n, token::text as token from counter", []);
+    if (token <= BigInt(String(row!.token))) {
+      console.log(`fenced ${token} after ${row!.token}`);
+      process.exit(1);
+    }
+    await data.query("update counter set n = $1, token = $2::int8", [
+      Number(row!.n) + 1,
+      `${token}`,
+    ]);
     await lock.release();
   }
   console.log("counted");

@@ -110,6 +110,15 @@ else {describe("PgLock", () => {
 
     for (const kind of CLIENTS) {
       describe(`with ${kind}`, () => {
+        test("a connection straight to the server is known as one (Bun's SQL cannot tell)", async () => {
+          const session = await openSession(await connectorOf(kind, server.url));
+          try {
+            assert.equal(session.direct, kind === "bun" ? undefined : true);
+          } finally {
+            await session.close();
+          }
+        });
+
         test("a held lock is refused, naming its holder; a timeout gives up; tokens grow", async () => {
           const connect = await connectorOf(kind, server.url);
           await using a = new PgLock(connect, `refuse-${kind}`);
@@ -232,6 +241,10 @@ else {describe("PgLock", () => {
           await using first = new PgLock(connect, `bouncer-${kind}`);
           await using second = new PgLock(connect, `bouncer-${kind}`);
           await using third = new PgLock(connect, `bouncer-${kind}`);
+          const session = await openSession(connect);
+          // The pooler's cancel key is not the server's backend pid.
+          assert.equal(session.direct, false);
+          await session.close();
           await first.acquire({ timeout: 0 });
           // Without the check, both would hold it too (one server session).
           await assert.rejects(second.acquire({ timeout: 0 }), /pooler in transaction/);
@@ -280,10 +293,10 @@ else {describe("PgLock", () => {
       }
     });
 
-    test("8 processes on three runtimes, each 1,000 increments under the lock: none lost", async () => {
-      await admin("create table if not exists counter (n int4)");
+    test("8 processes on three runtimes, each 1,000 increments under the lock: none lost, tokens grow", async () => {
+      await admin("create table if not exists counter (n int4, token int8)");
       await admin("truncate counter");
-      await admin("insert into counter values (0)");
+      await admin("insert into counter values (0, 0)");
       const each = 1000;
       const who: [Runtime, string][] = [
         ["deno", "postgresjs"],

@@ -396,6 +396,8 @@ interface Statements {
   tryMarked: string;
   unlock: string;
   unlockMarked: string;
+  /** The unlock of a client that found the lock held by its server session for another. */
+  unlockPooled: string;
 }
 
 // The lock's statements with its key, marker and sequence written in as
@@ -421,14 +423,20 @@ function statementsOf(key: bigint, shared: boolean, sequence: string): Statement
       marked ? `, case when l.held then ${mark.slice(0, -" as marked".length)} end as marked` : ""
     } from (select pg_try_advisory_lock${mode}(${k}) as held offset 0) as l`;
   const unlock = `select pg_advisory_unlock${mode}(${k}) as released`;
+  const rest = `substr(coalesce(current_setting(${m}, true), ''), 2)`;
   return {
     lock,
     lockMarked: `${lock}, ${mark}`,
     try: tryLock(false),
     tryMarked: tryLock(true),
     unlock,
+    // An 's' in the marker says that the server session was found shared:
+    // the holder that was there first learns it when it releases, and no
+    // later acquire on that server session succeeds.
     unlockMarked:
-      `${unlock}, set_config(${m}, substr(coalesce(current_setting(${m}, true), ''), 2), false)`,
+      `${unlock}, position('s' in coalesce(current_setting(${m}, true), '')) > 0 as seen,
+      set_config(${m}, ${rest}, false)`,
+    unlockPooled: `${unlock}, set_config(${m}, ${rest} || 's', false)`,
   };
 }
 
@@ -597,7 +605,7 @@ export class PgLock implements AsyncDisposable {
       this.#lockTimeout = serverTimeout;
       if (limit.signal?.aborted) {
         // Granted just before the cancel arrived: give it back.
-        await this.#unlock(session, marked);
+        await this.#unlock(session, marked ? sql.unlockMarked : sql.unlock);
         throw limit.timedOut ? this.#refusal([], rules.timeout) : limit.signal.reason;
       }
       if (marked && row?.marked !== "h") throw await this.#pooled(session);
@@ -704,7 +712,7 @@ export class PgLock implements AsyncDisposable {
   // back this client's share, leaves the session, and says why.
   async #pooled(session: Session): Promise<LockException> {
     try {
-      await this.#unlock(session, true);
+      await this.#unlock(session, this.#sql!.unlockPooled);
     } finally {
       if (this.#session === session) this.#session = undefined;
       await session.close();
@@ -714,14 +722,14 @@ export class PgLock implements AsyncDisposable {
     );
   }
 
-  async #unlock(session: Session, marked: boolean): Promise<boolean> {
-    const sql = this.#sql!;
+  // Runs an unlock statement; resolves to its row.
+  async #unlock(session: Session, text: string): Promise<Record<string, unknown> | undefined> {
     // A cancel meant for the lock statement may still arrive and cancel
     // this one: try again then.
     for (let attempt = 0;; attempt++) {
       try {
-        const [row] = await session.query(marked ? sql.unlockMarked : sql.unlock);
-        return row?.released === true;
+        const [row] = await session.query(text);
+        return row;
       } catch (e) {
         if (sqlState(e) !== "57014" || attempt >= 3) throw e;
       }
@@ -734,7 +742,10 @@ export class PgLock implements AsyncDisposable {
    *
    * @returns A promise that resolves once the server has released the lock.
    * @throws {LockException} The session was lost while the lock was held:
-   * the lock was gone before this call (the grant's `signal` said so).
+   * the lock was gone before this call (the grant's `signal` said so). Or,
+   * through a pooler in transaction mode, another client took the lock on
+   * the same server session while this one held it (it was refused, but
+   * the lock was not exclusive): released all the same.
    *
    * @example Usage
    * ```ts ignore
@@ -756,13 +767,19 @@ export class PgLock implements AsyncDisposable {
     this.#held = undefined;
     const session = this.#session;
     if (!isOver(held) && session === held.session && session.open) {
-      let released = false;
+      const sql = this.#sql!;
+      let row;
       try {
-        released = await this.#unlock(session, session.direct !== true);
+        row = await this.#unlock(session, session.direct !== true ? sql.unlockMarked : sql.unlock);
       } finally {
         endHeld(held);
       }
-      if (released) return;
+      if (row?.seen === true) {
+        throw new LockException(
+          `Released '${this.#label}' on PostgreSQL, but it was not exclusive: while it was held, another client took it on the same server session, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode`,
+        );
+      }
+      if (row?.released === true) return;
     } else endHeld(held);
     const reason = reasonOf(held);
     throw new LockException(

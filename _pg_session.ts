@@ -49,7 +49,8 @@ export interface Session {
   /**
    * Calls `onNotify` for each NOTIFY on `channel` (a lowercase SQL
    * identifier); resolves once listening, to the function that stops it.
-   * `undefined` where the client cannot LISTEN (Bun's SQL).
+   * `undefined` where the client cannot LISTEN (a Bun older than its
+   * `SQL.listen()`).
    */
   readonly listen:
     | ((channel: string, onNotify: () => void) => Promise<() => Promise<void>>)
@@ -189,8 +190,9 @@ async function driverOf(
     const unsafe = c.unsafe as (text: string, params: unknown[]) => Promise<Row[]> & {
       cancel(): unknown;
     };
-    // postgres.js listens on a connection of its own; Bun's SQL cannot.
-    const listen = bun || typeof c.listen !== "function" ? undefined : async (
+    // postgres.js and Bun's SQL (since it has listen()) give the same
+    // subscription with unlisten().
+    const listen = typeof c.listen !== "function" ? undefined : async (
       channel: string,
       onNotify: () => void,
     ) => {

@@ -10,6 +10,11 @@
 //   if its signal aborts; waits until killed.
 // - consume QUEUE [PAUSE]: claims messages, prints "got ID DELIVERIES", and
 //   marks each done after PAUSE ms (2); ends after "idle" (a claim that waited 1 s in vain).
+// - lease QUEUE TTL FILE: claims one message with a lease of TTL ms, prints
+//   "got ID DELIVERIES"; when the claim's signal aborts, calls done() and
+//   writes "done" or "refused MESSAGE" to FILE (not to standard output: Deno's
+//   child_process takes a stopped child for an exited one), then exits.
+import { writeFileSync } from "node:fs";
 import process from "node:process";
 import { PgLock, PgQueue } from "../postgres.ts";
 import { connectorOf } from "./_pg.ts";
@@ -61,6 +66,23 @@ if (command === "count") {
   } finally {
     await queue.close();
   }
+} else if (command === "lease") {
+  const [table, ttl, file] = args;
+  const queue = new PgQueue(connect, table!, { ttl: Number(ttl), recoverEvery: Infinity });
+  const claim = (await queue.claim())!;
+  claim.signal.addEventListener("abort", async () => {
+    let outcome = "done";
+    try {
+      await claim.done();
+    } catch (e) {
+      outcome = `refused ${(e as Error).message}`;
+    }
+    writeFileSync(file!, outcome);
+    await queue.close();
+    process.exit(0);
+  });
+  console.log(`got ${claim.id} ${claim.deliveries}`);
+  keepAlive();
 } else {
   throw new Error(`unknown command ${command}`);
 }

@@ -251,6 +251,9 @@ else {describe("PgLock", () => {
           await assert.rejects(third.acquire({ timeout: 1000 }), /pooler in transaction/);
           assert.equal(second.locked, false);
           assert.equal(third.locked, false);
+          // The first holder learns it too, and that server session takes no more.
+          await assert.rejects(first.release(), /not exclusive: .*pooler in transaction/);
+          await assert.rejects(second.acquire({ timeout: 0 }), /pooler in transaction/);
         }
       } finally {
         await bouncer.stop();

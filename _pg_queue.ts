@@ -92,7 +92,8 @@ let queueSql!: (queue: PgQueue) => {
   table: string;
   key: number;
   ttl: number | undefined;
-  open(): Promise<Session>;
+  /** The queue's session, or `undefined` once the queue was closed (until it is used again). */
+  open(): Promise<Session> | undefined;
 };
 
 /**
@@ -179,7 +180,9 @@ export class PgClaim implements AsyncDisposable {
     const { table, open } = queueSql(this.#queue);
     let n: number;
     try {
+      // A closed queue renews nothing (it would open a session nobody closes).
       const session = await open();
+      if (session === undefined) throw new Error("the queue was closed");
       const [row] = await session.query(
         `with u as (update ${table} set lease_until = clock_timestamp() + $3::int4 * interval '1 millisecond'
            where id = $1::bigint and deliveries = $2 and state = 'claimed' returning id)
@@ -290,6 +293,11 @@ export class PgClaim implements AsyncDisposable {
     const { table, key, open } = queueSql(this.#queue);
     // A lease is not bound to a session: the queue's current one will do.
     const session = this.#lease === undefined ? this.#session : await open();
+    if (session === undefined) {
+      throw new LockException(
+        `Cannot ${verb} message ${this.#id}: its queue was closed, nothing was changed`,
+      );
+    }
     let row;
     try {
       [row] = await session.query(sql(table), [this.#id, this.#deliveries]);
@@ -393,12 +401,18 @@ export class PgQueue implements AsyncDisposable {
   #session: Session | undefined;
   #opening: Promise<Session> | undefined;
   #key = 0;
+  #closed = false;
   #lastRecover = -Infinity;
   #wakers = new Set<() => void>();
   #unlisten: Promise<(() => Promise<void>) | undefined> | undefined;
 
   static {
-    queueSql = (q) => ({ table: q.#table, key: q.#key, ttl: q.#ttl, open: () => q.#open() });
+    queueSql = (q) => ({
+      table: q.#table,
+      key: q.#key,
+      ttl: q.#ttl,
+      open: () => q.#closed ? undefined : q.#open(),
+    });
   }
 
   /**
@@ -455,6 +469,7 @@ export class PgQueue implements AsyncDisposable {
   }
 
   async #open(): Promise<Session> {
+    this.#closed = false;
     if (this.#session !== undefined && this.#session.open) return this.#session;
     this.#session = undefined;
     this.#unlisten = undefined;
@@ -742,11 +757,13 @@ export class PgQueue implements AsyncDisposable {
 
   /**
    * Ends the queue's session: its claims that are not done are given up
-   * and come back at the next `recover()`.
+   * and come back at the next `recover()` (with `ttl`: once their lease
+   * ends, as they are no longer renewed, and their `done()` is refused).
    *
    * @returns A promise that resolves once the session is closed.
    */
   async close(): Promise<void> {
+    this.#closed = true;
     const session = this.#session ?? await this.#opening?.catch(() => undefined);
     this.#session = undefined;
     const unlisten = await this.#unlisten?.catch(() => undefined);

@@ -213,6 +213,11 @@ else {describe("PgQueue", () => {
           assert.equal(back.deliveries, 2);
           await back.done();
           assert.notEqual(id, back.id);
+          // A closed queue renews nothing and opens no session for a done.
+          await queue.put("left");
+          const left = (await queue.claim())!;
+          await queue.close();
+          await assert.rejects(left.done(), /its queue was closed/);
         });
 
         test("with ttl: a lease that ended is taken over; the stale done is refused and the signal aborts", async () => {

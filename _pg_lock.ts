@@ -343,9 +343,101 @@ export async function ensureSequence(session: Session, sequence: string): Promis
 
 const RELEASED = "the lock was released";
 
-// The name of the server-session setting that marks `key` as held.
-function markerOf(key: bigint): string {
-  return `filestore.lock_${BigInt.asUintN(64, key).toString(16)}`;
+// A grant while (and after) it is held. Its signal is made when first read:
+// a cycle whose caller never looks at it makes no AbortController, adds no
+// listener to the session and builds no Error.
+interface Held {
+  grant: PgLockGrant;
+  session: Session;
+  /** The client reconnected behind our back: the lock is on another session. */
+  replaced: boolean;
+  released: boolean;
+  controller?: AbortController;
+  onLost?: (() => void) | undefined;
+}
+
+function isOver(held: Held): boolean {
+  return held.replaced || held.released || held.session.lost.aborted;
+}
+
+function reasonOf(held: Held): unknown {
+  if (held.replaced) return new Error("PostgreSQL session was replaced");
+  if (held.released) return new Error(RELEASED);
+  return held.session.lost.reason;
+}
+
+function signalOf(held: Held): AbortSignal {
+  if (held.controller !== undefined) return held.controller.signal;
+  const controller = held.controller = new AbortController();
+  if (isOver(held)) controller.abort(reasonOf(held));
+  else {
+    const lost = held.session.lost;
+    held.onLost = () => controller.abort(lost.reason);
+    lost.addEventListener("abort", held.onLost, { once: true });
+  }
+  return controller.signal;
+}
+
+// Marks a grant released (unless it was lost before) and aborts its signal.
+function endHeld(held: Held): void {
+  if (!isOver(held)) held.released = true;
+  if (held.onLost !== undefined) held.session.lost.removeEventListener("abort", held.onLost);
+  held.onLost = undefined;
+  if (held.controller !== undefined && !held.controller.signal.aborted) {
+    held.controller.abort(reasonOf(held));
+  }
+}
+
+/** The statements of one lock, as text. */
+interface Statements {
+  lock: string;
+  lockMarked: string;
+  try: string;
+  tryMarked: string;
+  unlock: string;
+  unlockMarked: string;
+  /** The unlock of a client that found the lock held by its server session for another. */
+  unlockPooled: string;
+}
+
+// The lock's statements with its key, marker and sequence written in as
+// literals (all three are the package's own: a number, a hex name, a
+// checked identifier). Without parameters the clients send one simple
+// Query message instead of Parse, Bind, Describe, Execute and Sync, which
+// is most of a cycle's cost beyond the two round trips. The select list is
+// evaluated from left to right (one Result node): the lock is granted
+// before the token is drawn, so a later grant always gets a larger token.
+function statementsOf(key: bigint, shared: boolean, sequence: string): Statements {
+  const mode = shared ? "_shared" : "";
+  const k = `'${key}'::int8`;
+  const m = `'filestore.lock_${BigInt.asUintN(64, key).toString(16)}'`;
+  const seq = `'${sequence}'`;
+  const mark =
+    `set_config(${m}, coalesce(current_setting(${m}, true), '') || 'h', false) as marked`;
+  const lock =
+    `select pg_advisory_lock${mode}(${k}) as l, nextval(${seq})::text as token, pg_backend_pid() as pid`;
+  // The token and the marker only when the lock was taken: a subquery
+  // that the planner keeps (offset 0) decides first.
+  const tryLock = (marked: boolean) =>
+    `select l.held, case when l.held then nextval(${seq})::text end as token, pg_backend_pid() as pid${
+      marked ? `, case when l.held then ${mark.slice(0, -" as marked".length)} end as marked` : ""
+    } from (select pg_try_advisory_lock${mode}(${k}) as held offset 0) as l`;
+  const unlock = `select pg_advisory_unlock${mode}(${k}) as released`;
+  const rest = `substr(coalesce(current_setting(${m}, true), ''), 2)`;
+  return {
+    lock,
+    lockMarked: `${lock}, ${mark}`,
+    try: tryLock(false),
+    tryMarked: tryLock(true),
+    unlock,
+    // An 's' in the marker says that the server session was found shared:
+    // the holder that was there first learns it when it releases, and no
+    // later acquire on that server session succeeds.
+    unlockMarked:
+      `${unlock}, position('s' in coalesce(current_setting(${m}, true), '')) > 0 as seen,
+      set_config(${m}, ${rest}, false)`,
+    unlockPooled: `${unlock}, set_config(${m}, ${rest} || 's', false)`,
+  };
 }
 
 /**
@@ -392,9 +484,10 @@ export class PgLock implements AsyncDisposable {
   #key: bigint | undefined;
   #session: Session | undefined;
   #opening: Promise<Session> | undefined;
-  #held: { grant: PgLockGrant; controller: AbortController; stop: () => void } | undefined;
+  #held: Held | undefined;
   #pending: Promise<PgLockGrant> | undefined;
   #lockTimeout = "0";
+  #sql: Statements | undefined;
 
   /**
    * Makes a lock; nothing is sent to the server until
@@ -431,7 +524,7 @@ export class PgLock implements AsyncDisposable {
 
   /** Whether this instance holds the lock now, as far as it knows (see the grant's `signal`). */
   get locked(): boolean {
-    return this.#held !== undefined && !this.#held.grant.signal.aborted;
+    return this.#held !== undefined && !isOver(this.#held);
   }
 
   /**
@@ -467,7 +560,7 @@ export class PgLock implements AsyncDisposable {
   async acquire(overrides?: PgAcquireOptions): Promise<PgLockGrant> {
     const what = "acquire PgLock";
     const rules = rulesOf(this.#rules, overrides, what);
-    if (this.#held !== undefined && !this.#held.grant.signal.aborted) return this.#held.grant;
+    if (this.#held !== undefined && !isOver(this.#held)) return this.#held.grant;
     if (rules.signal?.aborted) throw rules.signal.reason;
     if (this.#pending !== undefined) {
       return await share(this.#pending, rules, (waited) => this.#refusal([], waited));
@@ -482,27 +575,18 @@ export class PgLock implements AsyncDisposable {
 
   async #acquire(rules: Rules): Promise<PgLockGrant> {
     this.#forget();
-    const key = this.#key ??= await keyOf(this.#name);
-    const session = await this.#open();
-    const shared = this.#shared ? "_shared" : "";
-    const tryOnly = rules.failWhenLocked || rules.timeout === 0;
-    // A marker in the server session (a setting named for the key) tells
-    // whether that server session holds this lock for somebody else
-    // already: then a pooler in transaction mode shares it among clients.
-    const marker = markerOf(key);
-    if (tryOnly) {
-      const [row] = await this.#run(
-        session,
-        `select l.held, l.dup, pg_backend_pid()::int4 as pid,
-           case when l.held then nextval($2::regclass)::text end as token,
-           case when l.held and not l.dup then set_config($3, 'held', false) end as marked
-         from (select pg_try_advisory_lock${shared}($1::bigint) as held, g.dup
-               from (select coalesce(current_setting($3, true), '') <> '' as dup offset 0) as g
-               offset 0) as l`,
-        [`${key}`, this.#sequence, marker],
-      );
+    const key = this.#key ?? (this.#key = await keyOf(this.#name));
+    const session = this.#session?.open ? this.#session : await this.#open();
+    const sql = this.#sql ??= statementsOf(key, this.#shared, this.#sequence);
+    // Through a pooler, a marker in the server session (a setting named for
+    // the key, one 'h' per holder) tells whether that server session holds
+    // this lock for another client already: a pooler in transaction mode
+    // then shares it among clients. A direct connection needs none.
+    const marked = session.direct !== true;
+    if (rules.failWhenLocked || rules.timeout === 0) {
+      const [row] = await this.#run(session, marked ? sql.tryMarked : sql.try);
       if (row?.held !== true) throw this.#refusal(await this.#holders(session, key));
-      if (row.dup === true) throw await this.#pooled(session, key);
+      if (marked && row.marked !== "h") throw await this.#pooled(session);
       return this.#grant(session, row);
     }
     // The server ends a finite wait (lock_timeout, set in the same
@@ -510,30 +594,21 @@ export class PgLock implements AsyncDisposable {
     // the statement.
     const serverTimeout = rules.timeout <= MAX_TIMER ? `${Math.ceil(rules.timeout)}` : "0";
     const limit = deadline(serverTimeout === "0" ? rules.timeout : Infinity, rules.signal);
-    const setTimeoutSql = serverTimeout === this.#lockTimeout
-      ? "1"
-      : "set_config('lock_timeout', $4, false)";
-    const params = [`${key}`, this.#sequence, marker];
-    if (serverTimeout !== this.#lockTimeout) params.push(serverTimeout);
+    const text = serverTimeout === this.#lockTimeout
+      ? (marked ? sql.lockMarked : sql.lock)
+      : `select set_config('lock_timeout', '${serverTimeout}', false) as t, ${
+        (marked ? sql.lockMarked : sql.lock).slice("select ".length)
+      }`;
     const start = performance.now();
     try {
-      const [row] = await this.#run(
-        session,
-        `select nextval($2::regclass)::text as token, pg_backend_pid()::int4 as pid, l.dup,
-           case when not l.dup then set_config($3, 'held', false) end as marked
-         from (select pg_advisory_lock${shared}($1::bigint), g.dup
-               from (select coalesce(current_setting($3, true), '') <> '' as dup,
-                       ${setTimeoutSql} as t offset 0) as g offset 0) as l`,
-        params,
-        limit.signal,
-      );
+      const [row] = await this.#run(session, text, limit.signal);
       this.#lockTimeout = serverTimeout;
       if (limit.signal?.aborted) {
         // Granted just before the cancel arrived: give it back.
-        await this.#unlock(session, key, row?.dup !== true);
+        await this.#unlock(session, marked ? sql.unlockMarked : sql.unlock);
         throw limit.timedOut ? this.#refusal([], rules.timeout) : limit.signal.reason;
       }
-      if (row?.dup === true) throw await this.#pooled(session, key);
+      if (marked && row?.marked !== "h") throw await this.#pooled(session);
       return this.#grant(session, row!);
     } catch (e) {
       // A failed statement's set_config() is rolled back with it: the
@@ -554,9 +629,9 @@ export class PgLock implements AsyncDisposable {
   }
 
   // Runs a statement on the lock's session; a lost session is a LockException.
-  async #run(session: Session, text: string, params: unknown[], signal?: AbortSignal) {
+  async #run(session: Session, text: string, signal?: AbortSignal) {
     try {
-      return await session.query(text, params, signal);
+      return await session.query(text, undefined, signal);
     } catch (e) {
       if (!session.open) {
         if (this.#session === session) this.#session = undefined;
@@ -582,33 +657,31 @@ export class PgLock implements AsyncDisposable {
   }
 
   #grant(session: Session, row: Record<string, unknown>): PgLockGrant {
-    const controller = new AbortController();
     const pid = Number(row.pid);
-    const onLost = () => controller.abort(session.lost.reason);
-    if (pid !== session.pid) {
+    const held: Held = {
+      grant: undefined!,
+      session,
       // A client that reconnected behind our back: the lock is on a new
       // session, and whatever the old one held is gone. Never hide it.
-      controller.abort(new Error("PostgreSQL session was replaced"));
-    } else if (session.lost.aborted) onLost();
-    else session.lost.addEventListener("abort", onLost, { once: true });
-    const grant: PgLockGrant = {
-      token: BigInt(String(row.token)),
-      signal: controller.signal,
+      replaced: pid !== session.pid,
+      released: false,
+    };
+    held.grant = {
+      token: BigInt(row.token as string),
+      get signal() {
+        return signalOf(held);
+      },
       backendPid: pid,
     };
-    this.#held = {
-      grant,
-      controller,
-      stop: () => session.lost.removeEventListener("abort", onLost),
-    };
-    return grant;
+    this.#held = held;
+    return held.grant;
   }
 
   // Drops the record of a grant whose session was lost.
   #forget(): void {
     const held = this.#held;
-    if (held !== undefined && held.grant.signal.aborted) {
-      held.stop();
+    if (held !== undefined && isOver(held)) {
+      endHeld(held);
       this.#held = undefined;
     }
   }
@@ -637,9 +710,9 @@ export class PgLock implements AsyncDisposable {
 
   // The server session held the lock before this client took it: gives
   // back this client's share, leaves the session, and says why.
-  async #pooled(session: Session, key: bigint): Promise<LockException> {
+  async #pooled(session: Session): Promise<LockException> {
     try {
-      await this.#unlock(session, key, false);
+      await this.#unlock(session, this.#sql!.unlockPooled);
     } finally {
       if (this.#session === session) this.#session = undefined;
       await session.close();
@@ -649,19 +722,14 @@ export class PgLock implements AsyncDisposable {
     );
   }
 
-  async #unlock(session: Session, key: bigint, clear = true): Promise<boolean> {
-    const shared = this.#shared ? "_shared" : "";
+  // Runs an unlock statement; resolves to its row.
+  async #unlock(session: Session, text: string): Promise<Record<string, unknown> | undefined> {
     // A cancel meant for the lock statement may still arrive and cancel
     // this one: try again then.
     for (let attempt = 0;; attempt++) {
       try {
-        const [row] = await session.query(
-          clear
-            ? `select pg_advisory_unlock${shared}($1::bigint) as released, set_config($2, '', false)`
-            : `select pg_advisory_unlock${shared}($1::bigint) as released`,
-          clear ? [`${key}`, markerOf(key)] : [`${key}`],
-        );
-        return row?.released === true;
+        const [row] = await session.query(text);
+        return row;
       } catch (e) {
         if (sqlState(e) !== "57014" || attempt >= 3) throw e;
       }
@@ -674,7 +742,10 @@ export class PgLock implements AsyncDisposable {
    *
    * @returns A promise that resolves once the server has released the lock.
    * @throws {LockException} The session was lost while the lock was held:
-   * the lock was gone before this call (the grant's `signal` said so).
+   * the lock was gone before this call (the grant's `signal` said so). Or,
+   * through a pooler in transaction mode, another client took the lock on
+   * the same server session while this one held it (it was refused, but
+   * the lock was not exclusive): released all the same.
    *
    * @example Usage
    * ```ts ignore
@@ -694,19 +765,23 @@ export class PgLock implements AsyncDisposable {
     const held = this.#held;
     if (held === undefined) return;
     this.#held = undefined;
-    held.stop();
-    const lost = held.grant.signal.aborted;
     const session = this.#session;
-    if (!lost && session !== undefined && session.open) {
-      let released = false;
+    if (!isOver(held) && session === held.session && session.open) {
+      const sql = this.#sql!;
+      let row;
       try {
-        released = await this.#unlock(session, this.#key!);
+        row = await this.#unlock(session, session.direct !== true ? sql.unlockMarked : sql.unlock);
       } finally {
-        held.controller.abort(new Error(RELEASED));
+        endHeld(held);
       }
-      if (released) return;
-    }
-    const reason = held.grant.signal.reason;
+      if (row?.seen === true) {
+        throw new LockException(
+          `Released '${this.#label}' on PostgreSQL, but it was not exclusive: while it was held, another client took it on the same server session, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode`,
+        );
+      }
+      if (row?.released === true) return;
+    } else endHeld(held);
+    const reason = reasonOf(held);
     throw new LockException(
       `Cannot release '${this.#label}' on PostgreSQL: the lock was lost with its session before`,
       { cause: reason },

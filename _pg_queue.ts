@@ -1,11 +1,13 @@
 // PgQueue: a table-backed queue whose claims are held by liveness: each
 // claimed message carries a session advisory lock of its consumer's
 // session, so that recover() hands back exactly the messages whose
-// consumer is gone (the lock is free), and never a live one's.
+// consumer is gone (the lock is free), and never a live one's. With `ttl`,
+// a claim is a lease instead (lease_until, renewed in the background), for
+// consumers that cannot hold a session.
 import { checkFunction, checkNumber, checkOptions, checkSignal, invalid } from "./_check.ts";
 import { applyKeepalive, checkIdentifier, keepaliveOf, type PgKeepalive } from "./_pg_lock.ts";
 import { openSession, type PgConnect, type Session } from "./_pg_session.ts";
-import { deadline, MAX_TIMER } from "./_wait.ts";
+import { deadline, MAX_TIMER, unrefTimer } from "./_wait.ts";
 import { LockException } from "./errors.ts";
 
 /** Options of {@link PgQueue}. */
@@ -33,14 +35,28 @@ export interface PgQueueOptions {
    * @default {{ idle: 10, interval: 5, count: 3 }}
    */
   keepalive?: PgKeepalive | false;
+  /**
+   * Hold claims by a lease of this many milliseconds instead of by the
+   * consumer's session: for consumers that cannot keep a session of their
+   * own (a pooler in transaction mode, short-lived functions). The lease is
+   * renewed every third of `ttl` while the claim is held; a consumer that
+   * stops renewing (dead, stopped, cut off) loses the message `ttl` after
+   * its last renewal, when `recover()` (or a `claim()` that finds nothing
+   * ready) hands it out again, and its `done()` is then refused. Without
+   * `ttl`, a dead consumer's message comes back at once and a stopped one's
+   * never does. Consumers of both kinds may share a table.
+   *
+   * @default {undefined} (held by liveness)
+   */
+  ttl?: number;
 }
 
 /** Options of {@link PgQueue.prototype.claim}. */
 export interface PgClaimOptions {
   /**
    * Wait up to this many milliseconds for a message when none is ready,
-   * woken by the NOTIFY of a `put()` (LISTEN; not with Bun's SQL client,
-   * which cannot listen). `0` answers at once.
+   * woken by the NOTIFY of a `put()` (LISTEN; a client without LISTEN is
+   * refused). `0` answers at once.
    *
    * @default {0}
    */
@@ -60,12 +76,25 @@ export interface PgRecovered {
   failed: string[];
 }
 
-const VERSION = "filestore queue 1";
+const VERSION = "filestore queue 2";
 
 let pendingClaim:
-  | { queue: PgQueue; session: Session; id: string; body: string; deliveries: number }
+  | {
+    queue: PgQueue;
+    session: Session;
+    id: string;
+    body: string;
+    deliveries: number;
+    sent: number;
+  }
   | undefined;
-let queueSql!: (queue: PgQueue) => { table: string; key: number };
+let queueSql!: (queue: PgQueue) => {
+  table: string;
+  key: number;
+  ttl: number | undefined;
+  /** The queue's session, or `undefined` once the queue was closed (until it is used again). */
+  open(): Promise<Session> | undefined;
+};
 
 /**
  * A message claimed from a {@link PgQueue}, held by its consumer's session
@@ -97,6 +126,9 @@ export class PgClaim implements AsyncDisposable {
   #body: string;
   #deliveries: number;
   #finished = false;
+  // With a lease (ttl): its signal, the renewal timer and the time by which
+  // the lease may have ended, by this process's monotonic clock.
+  #lease: { controller: AbortController; cancel: () => void; until: number } | undefined;
 
   /**
    * Not for direct use: claims come from `PgQueue.claim()`.
@@ -114,7 +146,78 @@ export class PgClaim implements AsyncDisposable {
       body: this.#body,
       deliveries: this.#deliveries,
     } = pendingClaim);
+    const { sent } = pendingClaim;
     pendingClaim = undefined;
+    const { ttl } = queueSql(this.#queue);
+    if (ttl !== undefined) {
+      // Counted from before the claim was sent: the server's lease ends no
+      // earlier than that.
+      const until = sent + ttl;
+      this.#lease = { controller: new AbortController(), cancel: () => {}, until };
+      this.#renewLater(ttl);
+    }
+  }
+
+  // Renews the lease a third of `ttl` from now, and again after each
+  // confirmed renewal. The signal aborts when a renewal finds the claim
+  // taken back, or when none was confirmed before the lease may have ended.
+  #renewLater(ttl: number): void {
+    const lease = this.#lease!;
+    const cancelRenew = unrefTimer(ttl / 3, () => void this.#renew(ttl));
+    const cancelExpiry = unrefTimer(Math.max(0, lease.until - performance.now()), () => {
+      this.#lose(`its lease of ${ttl} ms may have ended before a renewal was confirmed`);
+    });
+    lease.cancel = () => {
+      cancelRenew();
+      cancelExpiry();
+    };
+  }
+
+  async #renew(ttl: number): Promise<void> {
+    const lease = this.#lease!;
+    if (this.#finished || lease.controller.signal.aborted) return;
+    const sent = performance.now();
+    const { table, open } = queueSql(this.#queue);
+    let n: number;
+    try {
+      // A closed queue renews nothing (it would open a session nobody closes).
+      const session = await open();
+      if (session === undefined) throw new Error("the queue was closed");
+      const [row] = await session.query(
+        `with u as (update ${table} set lease_until = clock_timestamp() + $3::int4 * interval '1 millisecond'
+           where id = $1::bigint and deliveries = $2 and state = 'claimed' returning id)
+         select count(*)::int4 as n from u`,
+        [this.#id, this.#deliveries, ttl],
+      );
+      n = Number(row?.n);
+    } catch {
+      // Not confirmed: try again a little later, until the lease may have ended.
+      if (!this.#finished && !lease.controller.signal.aborted) {
+        const cancelExpiry = lease.cancel;
+        const cancelRetry = unrefTimer(Math.min(100, ttl / 10), () => void this.#renew(ttl));
+        lease.cancel = () => {
+          cancelExpiry();
+          cancelRetry();
+        };
+      }
+      return;
+    }
+    if (this.#finished || lease.controller.signal.aborted) return;
+    if (n !== 1) {
+      this.#lose("it was taken back after its lease ended");
+      return;
+    }
+    lease.cancel();
+    lease.until = sent + ttl;
+    this.#renewLater(ttl);
+  }
+
+  #lose(why: string): void {
+    const lease = this.#lease!;
+    lease.cancel();
+    if (!lease.controller.signal.aborted) {
+      lease.controller.abort(new LockException(`Lost the claim of message ${this.#id}: ${why}`));
+    }
   }
 
   /** The message's id (a `bigint` of the table, as a string). */
@@ -137,9 +240,13 @@ export class PgClaim implements AsyncDisposable {
     return this.#finished;
   }
 
-  /** Aborts if the consumer's session is lost: the claim is then void, and will be recovered. */
+  /**
+   * Aborts when the claim is no longer this consumer's for sure: its
+   * session was lost (by liveness), or its lease could not be renewed
+   * (with `ttl`). The message is then recovered for another consumer.
+   */
   get signal(): AbortSignal {
-    return this.#session.lost;
+    return this.#lease?.controller.signal ?? this.#session.lost;
   }
 
   /**
@@ -170,7 +277,7 @@ export class PgClaim implements AsyncDisposable {
   async release(): Promise<void> {
     await this.#finish(
       (t) =>
-        `with u as (update ${t} set state = 'ready', claimed_by = null
+        `with u as (update ${t} set state = 'ready', claimed_by = null, lease_until = null
            where id = $1::bigint and deliveries = $2 and state = 'claimed' returning id)
          select count(*)::int4 as n, pg_notify('${t.replace(".", "_")}', '') from u`,
       "release",
@@ -182,8 +289,15 @@ export class PgClaim implements AsyncDisposable {
       throw new TypeError(`Cannot use the claim of message ${this.#id}: it is done or released`);
     }
     this.#finished = true;
-    const session = this.#session;
-    const { table, key } = queueSql(this.#queue);
+    this.#lease?.cancel();
+    const { table, key, open } = queueSql(this.#queue);
+    // A lease is not bound to a session: the queue's current one will do.
+    const session = this.#lease === undefined ? this.#session : await open();
+    if (session === undefined) {
+      throw new LockException(
+        `Cannot ${verb} message ${this.#id}: its queue was closed, nothing was changed`,
+      );
+    }
     let row;
     try {
       [row] = await session.query(sql(table), [this.#id, this.#deliveries]);
@@ -194,15 +308,21 @@ export class PgClaim implements AsyncDisposable {
         { cause: e },
       );
     }
-    if (session.open) {
+    if (this.#lease === undefined && session.open) {
       await session.query("select pg_advisory_unlock($1::int4, ($2::bigint)::bit(32)::int4)", [
         key,
         this.#id,
       ]).catch(() => {});
     }
     if (Number(row?.n) !== 1) {
+      const why = this.#lease === undefined
+        ? "the consumer's session was lost"
+        : "its lease ended without renewal";
+      this.#lease?.controller.abort(
+        new LockException(`Lost the claim of message ${this.#id}: ${why}`),
+      );
       throw new LockException(
-        `Cannot ${verb} message ${this.#id}: its claim was taken back (the consumer's session was lost), nothing was changed`,
+        `Cannot ${verb} message ${this.#id}: its claim was taken back (${why}), nothing was changed`,
       );
     }
   }
@@ -222,17 +342,21 @@ export class PgClaim implements AsyncDisposable {
  * LISTEN/NOTIFY), `list`, `recover`, and dead-lettering after
  * `maxDeliveries`. A claim is held by liveness: the consumer's session holds
  * an advisory lock on the message, so a dead consumer's message comes back
- * at the next `recover()` and a slow or stopped one's never does.
+ * at the next `recover()` and a slow or stopped one's never does. With the
+ * `ttl` option a claim is a lease instead, renewed in the background, for
+ * consumers that cannot hold a session (see {@link PgQueueOptions.ttl}).
  *
  * The table is named by you (`table`, a plain or schema-qualified SQL
  * identifier) and created on first use with `create table if not exists`;
- * its comment holds the schema's version (`filestore queue 1`), from which
- * a later version of the package migrates it. Columns: `id bigserial`,
- * `body text`, `state` (`ready`, `claimed`, `failed`), `deliveries`,
- * `created`, `claimed_at`, `claimed_by` (the consumer's backend pid).
- * Each instance holds one session, opened at first use and ended by
- * {@link PgQueue.prototype.close}; message locks use the two-key form
- * `(table's oid, low 32 bits of id)`.
+ * its comment holds the schema's version (`filestore queue 2`), from which
+ * the package migrates an older table on first use (version 1 lacked
+ * `lease_until`: `alter table ... add column if not exists`). Columns: `id
+ * bigserial`, `body text`, `state` (`ready`, `claimed`, `failed`),
+ * `deliveries`, `created`, `claimed_at`, `claimed_by` (the consumer's
+ * backend pid), `lease_until` (the end of a `ttl` claim's lease; null for a
+ * claim held by liveness). Each instance holds one session, opened at first
+ * use and ended by {@link PgQueue.prototype.close}; message locks use the
+ * two-key form `(table's oid, low 32 bits of id)`.
  *
  * @example Usage
  * ```ts ignore
@@ -250,6 +374,21 @@ export class PgClaim implements AsyncDisposable {
  *   await claim.done();
  * }
  * ```
+ *
+ * @example Claims held by a lease, through a pooler in transaction mode
+ * ```ts ignore
+ * // Needs a PostgreSQL server (DATABASE_URL): not run by deno test --doc here.
+ * import { PgQueue } from "@filestore/filestore/postgres";
+ * import postgres from "postgres";
+ *
+ * const connect = () => postgres(process.env.POOLER_URL!, { max: 1 });
+ * await using queue = new PgQueue(connect, "jobs", { ttl: 30_000 });
+ * await using claim = await queue.claim(); // no wait: LISTEN needs a session
+ * if (claim !== null) {
+ *   await handle(claim.body, claim.signal); // the signal aborts if the lease is lost
+ *   await claim.done(); // a LockException if another consumer took it over
+ * }
+ * ```
  */
 export class PgQueue implements AsyncDisposable {
   #connect: PgConnect;
@@ -258,15 +397,22 @@ export class PgQueue implements AsyncDisposable {
   #maxDeliveries: number;
   #recoverEvery: number;
   #keepalive: [string, string, string, string] | undefined;
+  #ttl: number | undefined;
   #session: Session | undefined;
   #opening: Promise<Session> | undefined;
   #key = 0;
+  #closed = false;
   #lastRecover = -Infinity;
   #wakers = new Set<() => void>();
   #unlisten: Promise<(() => Promise<void>) | undefined> | undefined;
 
   static {
-    queueSql = (q) => ({ table: q.#table, key: q.#key });
+    queueSql = (q) => ({
+      table: q.#table,
+      key: q.#key,
+      ttl: q.#ttl,
+      open: () => q.#closed ? undefined : q.#open(),
+    });
   }
 
   /**
@@ -308,6 +454,13 @@ export class PgQueue implements AsyncDisposable {
       { min: 0 },
     ) ?? 1000;
     this.#keepalive = keepaliveOf(options.keepalive, what);
+    this.#ttl = checkNumber(
+      options.ttl,
+      what,
+      "ttl",
+      "an integer number of milliseconds from 100 to 2^31 - 1",
+      { min: 100, max: MAX_TIMER, integer: true },
+    );
   }
 
   /** The table's name. */
@@ -316,6 +469,7 @@ export class PgQueue implements AsyncDisposable {
   }
 
   async #open(): Promise<Session> {
+    this.#closed = false;
     if (this.#session !== undefined && this.#session.open) return this.#session;
     this.#session = undefined;
     this.#unlisten = undefined;
@@ -359,12 +513,15 @@ export class PgQueue implements AsyncDisposable {
           deliveries int4 not null default 0,
           created timestamptz not null default now(),
           claimed_at timestamptz,
-          claimed_by int4)`,
+          claimed_by int4,
+          lease_until timestamptz)`,
       );
     } catch (e) {
       // Another session created it at the same moment.
       if (!/already exists|duplicate key/.test(String((e as Error)?.message))) throw e;
     }
+    // From version 1: the lease of claims held by ttl.
+    await session.query(`alter table ${t} add column if not exists lease_until timestamptz`);
     await session.query(
       `create index if not exists ${index.split(".").at(-1)} on ${t} (id) where state = 'ready'`,
     ).catch(() => {});
@@ -410,7 +567,7 @@ export class PgQueue implements AsyncDisposable {
    *
    * @param options How long to wait for a message.
    * @returns The claim, or `null` when no message is ready.
-   * @throws {TypeError} An option has the wrong type, or `wait` with Bun's SQL client.
+   * @throws {TypeError} An option has the wrong type, or `wait` with a client that cannot LISTEN.
    * @throws {RangeError} `wait` is negative.
    */
   async claim(options?: PgClaimOptions): Promise<PgClaim | null> {
@@ -427,7 +584,7 @@ export class PgQueue implements AsyncDisposable {
         TypeError,
         what,
         "wait",
-        "0 with a client that cannot LISTEN (Bun's SQL): use postgres.js or pg to wait",
+        "0 with a client that cannot LISTEN (a Bun SQL without listen()): use postgres.js, pg or a newer Bun to wait",
         wait,
       );
     }
@@ -469,12 +626,12 @@ export class PgQueue implements AsyncDisposable {
   /**
    * Claims messages as they come, for as long as the caller iterates: each
    * one is claimed only when the loop asks for the next, after waiting for
-   * a `put()`'s NOTIFY when none is ready (postgres.js and pg; not Bun's
-   * SQL). Finish each claim (`done()` or `release()`) in the loop body.
+   * a `put()`'s NOTIFY when none is ready (LISTEN: postgres.js, pg and
+   * Bun's SQL). Finish each claim (`done()` or `release()`) in the loop body.
    *
    * @param options `signal` ends the iteration when it aborts.
    * @returns The claims, one at a time.
-   * @throws {TypeError} `signal` is not an AbortSignal, or the client is Bun's SQL (on the first `next()`).
+   * @throws {TypeError} `signal` is not an AbortSignal, or the client cannot LISTEN (on the first `next()`).
    *
    * @example Usage
    * ```ts ignore
@@ -512,14 +669,22 @@ export class PgQueue implements AsyncDisposable {
   async #take(session: Session): Promise<PgClaim | null> {
     const t = this.#table;
     for (;;) {
+      const sent = performance.now();
       const [row] = await session.query(
-        `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
+        this.#ttl === undefined
+          ? `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
          update ${t} q set state = 'claimed', deliveries = q.deliveries + 1, claimed_at = now(),
-           claimed_by = pg_backend_pid()
+           claimed_by = pg_backend_pid(), lease_until = null
          from c where q.id = c.id
          returning q.id::text as id, q.body, q.deliveries,
-           pg_try_advisory_lock($1::int4, q.id::bit(32)::int4) as locked`,
-        [this.#key],
+           pg_try_advisory_lock($1::int4, q.id::bit(32)::int4) as locked`
+          : `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
+         update ${t} q set state = 'claimed', deliveries = q.deliveries + 1, claimed_at = now(),
+           claimed_by = pg_backend_pid(),
+           lease_until = clock_timestamp() + $1::int4 * interval '1 millisecond'
+         from c where q.id = c.id
+         returning q.id::text as id, q.body, q.deliveries, true as locked`,
+        [this.#ttl ?? this.#key],
       );
       if (row === undefined) return null;
       // Not locked: the id's lock is still held elsewhere (a message 2^32
@@ -531,6 +696,7 @@ export class PgQueue implements AsyncDisposable {
         id: String(row.id),
         body: String(row.body),
         deliveries: Number(row.deliveries),
+        sent,
       };
       return new PgClaim();
     }
@@ -538,8 +704,10 @@ export class PgQueue implements AsyncDisposable {
 
   /**
    * Makes the claimed messages whose consumer's session is gone (their
-   * advisory lock is free) ready again, or `failed` once they reached
-   * `maxDeliveries`. A live consumer's claim, however slow, stays.
+   * advisory lock is free), and those whose lease ended (claims of queues
+   * with `ttl`), ready again, or `failed` once they reached
+   * `maxDeliveries`. A live consumer's claim, however slow, stays; so does
+   * a lease that its consumer renews.
    *
    * @returns The ids requeued and dead-lettered.
    */
@@ -549,13 +717,16 @@ export class PgQueue implements AsyncDisposable {
     const max = this.#maxDeliveries === Infinity ? 2147483647 : this.#maxDeliveries;
     const rows = await session.query(
       `update ${this.#table} q
-         set state = case when q.deliveries >= $2 then 'failed' else 'ready' end, claimed_by = null
-       where q.state = 'claimed' and not exists (
-         select 1 from pg_locks l
-         where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-           and l.database = (select oid from pg_database where datname = current_database())
-           and l.classid = ($1::int4)::bigint::bit(32)::bigint::oid
-           and l.objid = (q.id::bit(32))::bigint::oid)
+         set state = case when q.deliveries >= $2 then 'failed' else 'ready' end, claimed_by = null,
+           lease_until = null
+       where q.state = 'claimed' and case when q.lease_until is not null
+         then q.lease_until < clock_timestamp()
+         else not exists (
+           select 1 from pg_locks l
+           where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+             and l.database = (select oid from pg_database where datname = current_database())
+             and l.classid = ($1::int4)::bigint::bit(32)::bigint::oid
+             and l.objid = (q.id::bit(32))::bigint::oid) end
        returning q.id::text as id, q.state, pg_notify($3, '')`,
       [this.#key, max, this.#channel],
     );
@@ -586,11 +757,13 @@ export class PgQueue implements AsyncDisposable {
 
   /**
    * Ends the queue's session: its claims that are not done are given up
-   * and come back at the next `recover()`.
+   * and come back at the next `recover()` (with `ttl`: once their lease
+   * ends, as they are no longer renewed, and their `done()` is refused).
    *
    * @returns A promise that resolves once the session is closed.
    */
   async close(): Promise<void> {
+    this.#closed = true;
     const session = this.#session ?? await this.#opening?.catch(() => undefined);
     this.#session = undefined;
     const unlisten = await this.#unlisten?.catch(() => undefined);

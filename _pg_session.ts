@@ -30,6 +30,14 @@ export interface Session {
   /** The server process id of this session (pg_backend_pid()). */
   readonly pid: number;
   /**
+   * Whether the connection goes straight to the server: `true` when the
+   * process id the connection announced at startup (its cancel key) is the
+   * server's `pg_backend_pid()`, `false` when they differ (a pooler or proxy
+   * such as PgBouncer answered the startup with keys of its own), and
+   * `undefined` when the client does not show it (Bun's SQL).
+   */
+  readonly direct: boolean | undefined;
+  /**
    * Runs one statement. If `signal` aborts while it runs, the statement is
    * cancelled on the server (not merely abandoned), and the promise settles
    * as the server answered: the rows if the statement had already finished,
@@ -41,7 +49,8 @@ export interface Session {
   /**
    * Calls `onNotify` for each NOTIFY on `channel` (a lowercase SQL
    * identifier); resolves once listening, to the function that stops it.
-   * `undefined` where the client cannot LISTEN (Bun's SQL).
+   * `undefined` where the client cannot LISTEN (a Bun older than its
+   * `SQL.listen()`).
    */
   readonly listen:
     | ((channel: string, onNotify: () => void) => Promise<() => Promise<void>>)
@@ -55,6 +64,8 @@ export interface Session {
 // What differs between the clients.
 interface Driver {
   run(text: string, params: unknown[]): { result: Promise<Row[]>; cancel(): void };
+  /** The process id of the connection's BackendKeyData, if the client shows it. */
+  announcedPid(): number | undefined;
   listen?: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>;
   end(): Promise<void>;
 }
@@ -112,8 +123,10 @@ export async function openSession(connect: PgConnect): Promise<Session> {
     await driver.end().catch(() => {});
     throw e;
   }
+  const announced = driver.announcedPid();
   return {
     pid,
+    direct: announced === undefined ? undefined : announced >>> 0 === pid,
     lost: controller.signal,
     listen: driver.listen,
     get open() {
@@ -177,8 +190,9 @@ async function driverOf(
     const unsafe = c.unsafe as (text: string, params: unknown[]) => Promise<Row[]> & {
       cancel(): unknown;
     };
-    // postgres.js listens on a connection of its own; Bun's SQL cannot.
-    const listen = bun || typeof c.listen !== "function" ? undefined : async (
+    // postgres.js and Bun's SQL (since it has listen()) give the same
+    // subscription with unlisten().
+    const listen = typeof c.listen !== "function" ? undefined : async (
       channel: string,
       onNotify: () => void,
     ) => {
@@ -187,8 +201,11 @@ async function driverOf(
       };
       return () => listening.unlisten().catch(() => {});
     };
+    // postgres.js puts the BackendKeyData on each result as `state`.
+    let state: { pid?: unknown } | undefined;
     return {
       ...(listen === undefined ? {} : { listen }),
+      announcedPid: () => typeof state?.pid === "number" ? state.pid : undefined,
       run(text, params) {
         // Not prepared (postgres.js's default for unsafe()): a prepared
         // statement belongs to one server session, which a pooler in
@@ -196,7 +213,10 @@ async function driverOf(
         // tell the user so.
         const q = unsafe.call(client, text, params);
         return {
-          result: Promise.resolve(q).then((rows) => Array.from(rows)),
+          result: Promise.resolve(q).then((rows) => {
+            state ??= (rows as { state?: { pid?: unknown } }).state;
+            return rows;
+          }),
           cancel() {
             try {
               void Promise.resolve(q.cancel()).catch(() => {});
@@ -226,6 +246,7 @@ async function driverOf(
     if (c.processID === null || c.processID === undefined) await (c.connect as Fn).call(client);
     const query = c.query as (text: string, params: unknown[]) => Promise<{ rows: Row[] }>;
     return {
+      announcedPid: () => typeof c.processID === "number" ? c.processID : undefined,
       async listen(channel, onNotify) {
         const handler = (msg: { channel?: unknown }) => {
           if (msg.channel === channel) onNotify();

@@ -5,7 +5,7 @@
 import { randomHex } from "./_check.ts";
 import type { Connection } from "./_redis_client.ts";
 import { type Keys, scripts } from "./_redis_scripts.ts";
-import { after, deadline, untilAbort, type WaitRules } from "./_wait.ts";
+import { after, deadline, unrefTimer, untilAbort, type WaitRules } from "./_wait.ts";
 import { LockException } from "./errors.ts";
 
 /**
@@ -655,14 +655,5 @@ export class Keeper implements Timed {
   }
 }
 
-// The timers of a held lease must not keep the host process alive by
-// themselves (the client's connection decides that). Leases are shorter
-// than a timer's limit (ttl is checked), so plain timers do.
-export function unrefTimer(ms: number, fn: () => void): () => void {
-  const id = setTimeout(fn, ms);
-  if (typeof id === "object" && id !== null) (id as { unref?: () => void }).unref?.();
-  else {
-    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(id as number);
-  }
-  return () => clearTimeout(id);
-}
+// unrefTimer lives with the other waiting helpers; redis.ts imports it from here.
+export { unrefTimer };

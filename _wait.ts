@@ -26,6 +26,20 @@ export function after(ms: number, fn: () => void): () => void {
   return () => clearTimeout(id);
 }
 
+/**
+ * A timer that does not keep the host process alive by itself (a held
+ * lease's timers: the client's connection decides that); `ms` must be
+ * within a timer's limit ({@link MAX_TIMER}). Returns the cancel function.
+ */
+export function unrefTimer(ms: number, fn: () => void): () => void {
+  const id = setTimeout(fn, ms);
+  if (typeof id === "object" && id !== null) (id as { unref?: () => void }).unref?.();
+  else {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(id as number);
+  }
+  return () => clearTimeout(id);
+}
+
 // The reason a deadline's signal carries when its time ran out.
 const TIMED_OUT: unique symbol = Symbol("timed out");
 

@@ -110,6 +110,15 @@ else {describe("PgLock", () => {
 
     for (const kind of CLIENTS) {
       describe(`with ${kind}`, () => {
+        test("a connection straight to the server is known as one (Bun's SQL cannot tell)", async () => {
+          const session = await openSession(await connectorOf(kind, server.url));
+          try {
+            assert.equal(session.direct, kind === "bun" ? undefined : true);
+          } finally {
+            await session.close();
+          }
+        });
+
         test("a held lock is refused, naming its holder; a timeout gives up; tokens grow", async () => {
           const connect = await connectorOf(kind, server.url);
           await using a = new PgLock(connect, `refuse-${kind}`);
@@ -232,12 +241,19 @@ else {describe("PgLock", () => {
           await using first = new PgLock(connect, `bouncer-${kind}`);
           await using second = new PgLock(connect, `bouncer-${kind}`);
           await using third = new PgLock(connect, `bouncer-${kind}`);
+          const session = await openSession(connect);
+          // The pooler's cancel key is not the server's backend pid.
+          assert.equal(session.direct, false);
+          await session.close();
           await first.acquire({ timeout: 0 });
           // Without the check, both would hold it too (one server session).
           await assert.rejects(second.acquire({ timeout: 0 }), /pooler in transaction/);
           await assert.rejects(third.acquire({ timeout: 1000 }), /pooler in transaction/);
           assert.equal(second.locked, false);
           assert.equal(third.locked, false);
+          // The first holder learns it too, and that server session takes no more.
+          await assert.rejects(first.release(), /not exclusive: .*pooler in transaction/);
+          await assert.rejects(second.acquire({ timeout: 0 }), /pooler in transaction/);
         }
       } finally {
         await bouncer.stop();
@@ -280,10 +296,10 @@ else {describe("PgLock", () => {
       }
     });
 
-    test("8 processes on three runtimes, each 1,000 increments under the lock: none lost", async () => {
-      await admin("create table if not exists counter (n int4)");
+    test("8 processes on three runtimes, each 1,000 increments under the lock: none lost, tokens grow", async () => {
+      await admin("create table if not exists counter (n int4, token int8)");
       await admin("truncate counter");
-      await admin("insert into counter values (0)");
+      await admin("insert into counter values (0, 0)");
       const each = 1000;
       const who: [Runtime, string][] = [
         ["deno", "postgresjs"],

@@ -1,12 +1,14 @@
 // PgQueue against a real PostgreSQL: a throwaway cluster (tests/_pg.ts) or
 // DATABASE_URL; skipped with one line without either.
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import process from "node:process";
 import { after, before, describe, test } from "node:test";
 import { LockException, PgQueue } from "../postgres.ts";
 import { openSession } from "../_pg_session.ts";
 import { CLIENTS, connectorOf, type PgServer, pgSkip, startPg } from "./_pg.ts";
-import { type Child, type Runtime, start } from "./_util.ts";
+import { type Child, type Runtime, sleep, start, tempDir } from "./_util.ts";
 
 let server: PgServer;
 let tables = 0;
@@ -43,6 +45,9 @@ else {describe("PgQueue", () => {
       assert.throws(() => new PgQueue(never, "q", { maxDeliveries: 0 }), RangeError);
       assert.throws(() => new PgQueue(never, "q", { maxDeliveries: 1.5 }), RangeError);
       assert.throws(() => new PgQueue(never, "q", { recoverEvery: "1" as never }), TypeError);
+      assert.throws(() => new PgQueue(never, "q", { ttl: 50 }), /'ttl' must be an integer/);
+      assert.throws(() => new PgQueue(never, "q", { ttl: 1000.5 }), RangeError);
+      assert.throws(() => new PgQueue(never, "q", { ttl: "1000" as never }), TypeError);
       const queue = new PgQueue(never, "q");
       await assert.rejects(queue.put(42 as never), TypeError);
       await assert.rejects(queue.claim({ wait: -1 }), RangeError);
@@ -142,7 +147,6 @@ else {describe("PgQueue", () => {
 
         test(
           "claim with wait is woken by a put",
-          { skip: kind === "bun" ? "Bun's SQL client cannot LISTEN" : false },
           async () => {
             const connect = await connectorOf(kind, server.url);
             const name = table();
@@ -150,8 +154,10 @@ else {describe("PgQueue", () => {
             await using producer = new PgQueue(connect, name);
             await consumer.list(); // creates the table
             const waiting = consumer.claim({ wait: 60_000 });
-            setTimeout(() => void producer.put("late"), 50);
+            // Awaited below: a put still running when the test ends would fail it.
+            const putting = sleep(50).then(() => producer.put("late"));
             const claim = await waiting;
+            await putting;
             assert.equal(claim?.body, "late");
             await claim!.done();
             const controller = new AbortController();
@@ -163,7 +169,6 @@ else {describe("PgQueue", () => {
 
         test(
           "watch() hands out claims as messages come, until its signal aborts",
-          { skip: kind === "bun" ? "Bun's SQL client cannot LISTEN" : false },
           async () => {
             const connect = await connectorOf(kind, server.url);
             const name = table();
@@ -183,15 +188,130 @@ else {describe("PgQueue", () => {
             assert.deepEqual(await producer.list(), []);
           },
         );
+
+        test("with ttl: a claim renewed past its lease stays; done and release work", async () => {
+          const connect = await connectorOf(kind, server.url);
+          const name = table();
+          await using queue = new PgQueue(connect, name, { ttl: 1000 });
+          await using other = new PgQueue(connect, name, { ttl: 1000, recoverEvery: 0 });
+          const id = await queue.put("slow job");
+          const claim = (await queue.claim())!;
+          // More than two leases long: only the renewals keep it.
+          for (let i = 0; i < 24; i++) {
+            await sleep(100);
+            assert.deepEqual(await other.recover(), { requeued: [], failed: [] });
+            assert.equal(await other.claim(), null);
+          }
+          assert.equal(claim.signal.aborted, false);
+          await claim.done();
+          assert.deepEqual(await other.list("claimed"), []);
+          await queue.put("again");
+          const given = (await queue.claim())!;
+          await given.release();
+          const back = (await other.claim())!;
+          assert.equal(back.body, "again");
+          assert.equal(back.deliveries, 2);
+          await back.done();
+          assert.notEqual(id, back.id);
+          // A closed queue renews nothing and opens no session for a done.
+          await queue.put("left");
+          const left = (await queue.claim())!;
+          await queue.close();
+          await assert.rejects(left.done(), /its queue was closed/);
+        });
+
+        test("with ttl: a lease that ended is taken over; the stale done is refused and the signal aborts", async () => {
+          const connect = await connectorOf(kind, server.url);
+          const name = table();
+          await using stale = new PgQueue(connect, name, { ttl: 60_000 });
+          await using fresh = new PgQueue(connect, name, { ttl: 60_000, recoverEvery: 0 });
+          await stale.put("job");
+          const old = (await stale.claim())!;
+          // As if its renewals had stopped long ago.
+          await admin(`update ${name} set lease_until = now() - interval '1 second'`);
+          const taken = (await fresh.claim())!;
+          assert.equal(taken.id, old.id);
+          assert.equal(taken.deliveries, 2);
+          await assert.rejects(old.done(), /taken back \(its lease ended without renewal\)/);
+          assert.ok(old.signal.aborted);
+          assert.ok(old.signal.reason instanceof LockException);
+          await taken.done();
+          assert.deepEqual(await fresh.list(), []);
+          assert.deepEqual(await fresh.list("claimed"), []);
+        });
       });
     }
 
-    if (CLIENTS.includes("bun")) {
-      test("with bun: claim with wait is refused (no LISTEN)", async () => {
-        await using queue = new PgQueue(await connectorOf("bun", server.url), table());
-        await assert.rejects(queue.claim({ wait: 100 }), TypeError);
+    test("with ttl: a SIGSTOPped consumer loses its message to another after the lease; its done after SIGCONT is refused", async () => {
+      const name = table();
+      await using queue = new PgQueue(await connectorOf("postgresjs", server.url), name, {
+        ttl: 400,
+        recoverEvery: 0,
       });
-    }
+      const id = await queue.put("job");
+      using dir = tempDir();
+      const outcome = join(dir.path, "outcome");
+      const child = start("node", "tests/_pg_child.ts", [
+        "pg",
+        server.url,
+        "lease",
+        name,
+        "400",
+        outcome,
+      ]);
+      try {
+        assert.equal(await child.line(/^got /), `got ${id} 1`);
+        child.kill("SIGSTOP");
+        // Renewed by a live consumer, it would never come back.
+        let taken = await queue.claim();
+        for (let i = 0; i < 300 && taken === null; i++) {
+          await sleep(10);
+          taken = await queue.claim();
+        }
+        assert.ok(taken !== null, "the stopped consumer's message never came back");
+        assert.equal(taken.id, id);
+        assert.equal(taken.deliveries, 2);
+        // process.kill: Deno's ChildProcess.kill() sends nothing to a child it
+        // took for exited when it stopped.
+        process.kill(child.pid, "SIGCONT");
+        // Its signal aborts (the renewal finds the claim taken), and its done is refused.
+        for (let i = 0; i < 1000 && !existsSync(outcome); i++) await sleep(10);
+        assert.match(readFileSync(outcome, "utf8"), /^refused .*taken back/);
+        await taken.done();
+        assert.deepEqual(await queue.list(), []);
+        assert.deepEqual(await queue.list("claimed"), []);
+      } finally {
+        for (const signal of ["SIGKILL", "SIGCONT"] as const) {
+          try {
+            process.kill(child.pid, signal);
+          } catch { /* gone */ }
+        }
+      }
+    });
+
+    test("a table of version 1 (no lease column) is migrated on first use", async () => {
+      const name = table();
+      await admin(
+        `create table ${name} (id bigserial primary key, body text not null,
+          state text not null default 'ready', deliveries int4 not null default 0,
+          created timestamptz not null default now(), claimed_at timestamptz, claimed_by int4)`,
+      );
+      await admin(`comment on table ${name} is 'filestore queue 1'`);
+      await admin(`insert into ${name} (body) values ('old')`);
+      await using queue = new PgQueue(await connectorOf("postgresjs", server.url), name, {
+        ttl: 1000,
+      });
+      const claim = (await queue.claim())!;
+      assert.equal(claim.body, "old");
+      await claim.done();
+      const [row] = await admin(
+        `select obj_description($1::regclass, 'pg_class') as version,
+           exists (select 1 from information_schema.columns
+                   where table_name = $2 and column_name = 'lease_until') as has`,
+        [name, name],
+      );
+      assert.deepEqual({ ...row }, { version: "filestore queue 2", has: true });
+    });
 
     test("8 consumers on three runtimes, up to 50 killed: every message done, duplicates at most the kills", async () => {
       const name = table();
@@ -214,6 +334,7 @@ else {describe("PgQueue", () => {
         ["deno", "pg"],
         ["bun", "postgresjs"],
         ["bun", "pg"],
+        ["bun", "bun"],
         ["node", "postgresjs"],
         ["node", "pg"],
       ];

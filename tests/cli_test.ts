@@ -285,8 +285,12 @@ test("filestore lock: Ctrl-C in a terminal reaches the command once, and filesto
   const counter = join(dir.path, "count_sigints.py");
   writeFileSync(counter, COUNT_SIGINTS);
   const ready = join(dir.path, "ready");
-  const line = [cli[0], ...cli[1], "lock", join(dir.path, "x.lock"), "python3", counter, ready]
-    .map(quote).join(" ");
+  // exec: no shell stays between script(1) and filestore. script runs the
+  // line with $SHELL, /bin/sh where that is unset, and dash, unlike bash,
+  // dies of the SIGINT itself once its child has ended (status 130).
+  const line = "exec " +
+    [cli[0], ...cli[1], "lock", join(dir.path, "x.lock"), "python3", counter, ready]
+      .map(quote).join(" ");
   // Ctrl-C typed into the terminal: the line discipline sends SIGINT to the
   // whole foreground group, filestore and the command alike.
   const child = spawn("script", ["-qec", line, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });

@@ -52,14 +52,12 @@ function unescape(field: string): string {
 // btrfs gives each subvolume a device number of its own for stat(), while
 // /proc/locks names the file system's own device (the third field of the
 // mount's line in /proc/self/mountinfo), and inode numbers repeat from one
-// subvolume to the next. So the device /proc/locks uses for files of one
-// st_dev is looked up once, from the mount the path lies on.
-const lockDevices = new Map<number, number>();
-
+// subvolume to the next. So the device /proc/locks uses is looked up on
+// each call, from the mount the path lies on: not kept per st_dev, since an
+// anonymous device number is handed out again once its file system is
+// unmounted.
 function lockDeviceOf(info: FileInfo, path: string): number {
-  let dev = lockDevices.get(info.dev);
-  if (dev !== undefined) return dev;
-  dev = info.dev;
+  let dev = info.dev;
   try {
     const real = rt.realPathSync(path);
     let longest = -1;
@@ -76,7 +74,6 @@ function lockDeviceOf(info: FileInfo, path: string): number {
       }
     }
   } catch { /* then st_dev, as on most file systems */ }
-  lockDevices.set(info.dev, dev);
   return dev;
 }
 

@@ -6,7 +6,7 @@
 // the child starts, waits once and exits, as a cron job that waits for the
 // previous run does (issue 16's cold handoffs).
 import process from "node:process";
-import { existsSync, readFileSync } from "node:fs";
+import { blockedInFlock } from "../tests/_child.ts";
 import { join } from "node:path";
 import { type RawFile, rt, runtimeName } from "../_runtime.ts";
 import { Lock } from "../lock.ts";
@@ -65,17 +65,6 @@ async function freshChild(mode: Fresh, path: string): Promise<void> {
   process.exit(0);
 }
 
-// Until /proc/locks shows `pid` blocked in flock (a "->" line).
-async function blockedIn(pid: number): Promise<void> {
-  if (!existsSync("/proc/locks")) return await sleep(200);
-  for (let i = 0; i < 2000; i++) {
-    const table = readFileSync("/proc/locks", "utf8");
-    if (table.split("\n").some((l) => l.includes("->") && l.includes(` ${pid} `))) return;
-    await sleep(5);
-  }
-  throw new Error(`handoff child ${pid} never blocked in flock`);
-}
-
 async function fresh(dir: string, count: number): Promise<Map<Fresh, number[]>> {
   const samples = new Map<Fresh, number[]>(Object.values(FRESH).map((m) => [m, []]));
   for (let i = 0; i < count; i++) {
@@ -86,7 +75,7 @@ async function fresh(dir: string, count: number): Promise<Map<Fresh, number[]>> 
       const c = startChild("handoff.ts", ["--fresh", mode, path]);
       const waiting = await c.next();
       if (waiting !== "waiting") throw new Error(`handoff child ${mode} said '${waiting}'`);
-      await blockedIn(c.process.pid!);
+      await blockedInFlock(c.process.pid!);
       await sleep(4);
       const t0 = wallMs();
       rt.unlockSync(held);

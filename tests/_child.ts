@@ -2,6 +2,7 @@
 // node_modules/.bin. No test runner needed: tests, the stress run and the
 // benchmarks' helpers can all use it.
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -148,4 +149,19 @@ export async function run(
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Resolves once /proc/locks lists `pid` as blocked waiting for a flock (a
+ * "->" line): then a thread of that process is in the kernel's wait for
+ * sure. Without /proc/locks, after half a second.
+ */
+export async function blockedInFlock(pid: number): Promise<void> {
+  if (!existsSync("/proc/locks")) return await sleep(500);
+  for (let i = 0; i < 3000; i++) {
+    const table = readFileSync("/proc/locks", "utf8");
+    if (table.split("\n").some((l) => l.includes("->") && l.includes(` ${pid} `))) return;
+    await sleep(10);
+  }
+  throw new Error(`pid ${pid} never blocked in flock`);
 }

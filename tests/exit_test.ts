@@ -4,20 +4,12 @@
 // checked, on each runtime, while this process holds the lock.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lock } from "../lock.ts";
-import {
-  type Child,
-  command,
-  root,
-  type Runtime,
-  RUNTIMES,
-  sleep,
-  start,
-  tempDir,
-} from "./_util.ts";
+import { type Child, command, root, type Runtime, RUNTIMES, start, tempDir } from "./_util.ts";
+import { blockedInFlock } from "./_child.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 
@@ -40,18 +32,6 @@ async function exitOf(child: Child): Promise<number | string> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-// Until /proc/locks lists `pid` as blocked waiting for a flock (a "->"
-// line): then a thread of that process is in the kernel's wait for sure.
-async function blocked(pid: number): Promise<void> {
-  if (!existsSync("/proc/locks")) return await sleep(500);
-  for (let i = 0; i < 3000; i++) {
-    const table = readFileSync("/proc/locks", "utf8");
-    if (table.split("\n").some((l) => l.includes("->") && l.includes(` ${pid} `))) return;
-    await sleep(10);
-  }
-  assert.fail(`pid ${pid} never blocked in flock`);
 }
 
 async function holding<T>(fn: (path: string) => Promise<T>): Promise<T> {
@@ -96,7 +76,7 @@ for (const runtime of RUNTIMES) {
     await holding(async (path) => {
       const child = start(runtime, HOST, [path, "sigterm"]);
       await child.line("waiting");
-      await blocked(child.pid);
+      await blockedInFlock(child.pid);
       // process.kill, not child.kill: Deno's child_process reports a child it
       // signalled as ended by that signal, whatever its handler did.
       process.kill(child.pid, "SIGTERM");

@@ -77,6 +77,71 @@ interface DenoNamespace {
   chmodSync(path: string, mode: number): void;
   FsFile: abstract new (...a: never[]) => DenoFile;
   errors: { BadResource: abstract new (...a: never[]) => Error };
+  internal: symbol;
+}
+
+// Deno's private core, used for one thing: a lock call that was given up
+// must not keep the process alive. Deno cannot cancel its blocked flock
+// call, but its event loop can stop waiting for the call's op (unref), as
+// it does for an unref'd timer. The op's id is learnt by turning Deno's op
+// leak tracing on for the one synchronous call that starts the op (only
+// when nobody else has it on, so that `deno test --trace-leaks` keeps its
+// own traces); turning it off again drops the trace. Every part is checked
+// before use; where one is missing, a given-up wait keeps the process
+// alive until the holder lets go, as it did before.
+interface DenoCore {
+  promiseIdSymbol: symbol;
+  isLeakTracingEnabled(): boolean;
+  setLeakTracingEnabled(on: boolean): void;
+  getAllLeakTraces(): Map<unknown, unknown>;
+  unrefOpPromise(promise: object): void;
+}
+
+// The kind of trace Deno keeps for an async op (others: timers, intervals).
+const ASYNC_OP_TRACE = 0;
+
+function denoCore(D: DenoNamespace): DenoCore | undefined {
+  try {
+    const internal = (D as unknown as Record<symbol, { core?: Partial<DenoCore> } | undefined>)[
+      D.internal
+    ];
+    const core = internal?.core;
+    if (
+      typeof core?.promiseIdSymbol === "symbol" &&
+      typeof core.isLeakTracingEnabled === "function" &&
+      typeof core.setLeakTracingEnabled === "function" &&
+      typeof core.getAllLeakTraces === "function" &&
+      typeof core.unrefOpPromise === "function"
+    ) return core as DenoCore;
+  } catch { /* no private core here */ }
+  return undefined;
+}
+
+/**
+ * Calls `start`, which must start exactly one async op before it returns,
+ * and returns its promise with a function that stops the event loop from
+ * waiting for that op, or undefined where the op's id cannot be learnt.
+ */
+function startUnrefable<T>(
+  core: DenoCore | undefined,
+  start: () => Promise<T>,
+): { promise: Promise<T>; unref: (() => void) | undefined } {
+  if (core === undefined || core.isLeakTracingEnabled()) {
+    return { promise: start(), unref: undefined };
+  }
+  let traced: unknown;
+  core.setLeakTracingEnabled(true);
+  let promise: Promise<T>;
+  try {
+    promise = start();
+    const traces = core.getAllLeakTraces();
+    if (traces.size === 1) traced = traces.get(ASYNC_OP_TRACE);
+  } finally {
+    core.setLeakTracingEnabled(false);
+  }
+  const id = Number(traced);
+  if (traced === undefined || !Number.isSafeInteger(id)) return { promise, unref: undefined };
+  return { promise, unref: () => core.unrefOpPromise({ [core.promiseIdSymbol]: id }) };
 }
 
 const SEEK_START = 0;
@@ -122,6 +187,7 @@ export function denoRuntime(): Impl {
   const raw = (path: string, f: DenoFile): RawFile => ({ path, fd: -1, file: f });
   let hostname: string | undefined;
   let uid: number | undefined | null = null;
+  const core = denoCore(D);
   return {
     name: "deno",
     // Deno's open has no O_NOFOLLOW: _open.ts checks by lstat and fstat.
@@ -208,14 +274,16 @@ export function denoRuntime(): Impl {
     // Deno waits on its own blocking pool, which needs no preparing.
     prepareWait() {},
     startWait(f, exclusive) {
-      const granted = file(f).lock(exclusive).catch((e) =>
-        Promise.reject(mapError(e, "lock", f.path))
-      );
+      const call = startUnrefable(core, () => file(f).lock(exclusive));
+      const granted = call.promise.catch((e) => Promise.reject(mapError(e, "lock", f.path)));
       return {
         granted,
         abandon() {
-          // Closing drops the resource: the descriptor closes, and with it
-          // the lock, as soon as the pending call returns.
+          // The call stays blocked in the kernel, but no longer keeps the
+          // process alive. Closing drops the resource: the descriptor
+          // closes, and with it the lock, as soon as the pending call
+          // returns.
+          call.unref?.();
           try {
             file(f).close();
           } catch { /* already closed */ }

@@ -91,9 +91,20 @@ export function untilAbort<T>(promise: Promise<T>, signal: AbortSignal | undefin
   });
 }
 
+// `promise`, with the host process kept alive until it settles.
+async function keptAlive<T>(promise: Promise<T>): Promise<T> {
+  const id = setInterval(() => {}, MAX_TIMER);
+  try {
+    return await promise;
+  } finally {
+    clearInterval(id);
+  }
+}
+
 // A given-up wait returns within a millisecond where it can be interrupted
 // (Bun, Node on Linux); elsewhere (Deno) it stays blocked in the kernel
-// until the holder lets go, on a thread of its own. So that a caller
+// until the holder lets go, on a thread of its own, without keeping the
+// process alive where Deno allows that (_deno.ts). So that a caller
 // retrying with short timeouts does not pile up one such thread per try,
 // later waits on the same file wait for the given-up one to return (and
 // drop its lock) instead of starting another; then they try again. Keyed
@@ -121,7 +132,9 @@ export async function lockWait(
   const key = `${dev}:${ino}`;
   for (let earlier = abandoned.get(key); earlier; earlier = abandoned.get(key)) {
     try {
-      await untilAbort(earlier, signal);
+      // A given-up call may no longer keep the process alive by itself
+      // (Deno): this caller still waits for it.
+      await keptAlive(untilAbort(earlier, signal));
     } catch (reason) {
       throw gaveUp(reason);
     }

@@ -8,16 +8,12 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lock } from "../lock.ts";
-import { type Child, command, root, type Runtime, RUNTIMES, start, tempDir } from "./_util.ts";
+import { type Child, command, root, RUNTIMES, sleep, start, tempDir } from "./_util.ts";
 import { blockedInFlock } from "./_child.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 
 const HOST = "tests/fixtures/exit_host.ts";
-
-// Deno cannot cancel a pending FsFile.lock(): a given-up wait keeps its
-// process alive until the holder lets go (README, Known limits).
-const cancels = (runtime: Runtime) => runtime !== "deno";
 
 // The child's exit status, or "still running" if it has not ended after a
 // generous 30 s: a guard against a hang (the lock is held all along), not
@@ -43,9 +39,7 @@ async function holding<T>(fn: (path: string) => Promise<T>): Promise<T> {
 }
 
 for (const runtime of RUNTIMES) {
-  test(`6. a ${runtime} Worker that gave a wait up ends without ending its host`, {
-    skip: cancels(runtime) ? false : "Deno cannot cancel a pending lock() call",
-  }, async () => {
+  test(`6. a ${runtime} Worker that gave a wait up ends without ending its host`, async () => {
     await holding(async (path) => {
       const child = start(runtime, HOST, [path, "worker"]);
       assert.equal(await exitOf(child), 3, child.output());
@@ -59,9 +53,7 @@ for (const runtime of RUNTIMES) {
     });
   });
 
-  test(`7. a ${runtime} program that gave a wait up keeps its own exit code and listeners`, {
-    skip: cancels(runtime) ? false : "Deno cannot cancel a pending lock() call",
-  }, async () => {
+  test(`7. a ${runtime} program that gave a wait up keeps its own exit code and listeners`, async () => {
     await holding(async (path) => {
       const child = start(runtime, HOST, [path, "listener"]);
       assert.equal(await exitOf(child), 3, child.output());
@@ -70,6 +62,29 @@ for (const runtime of RUNTIMES) {
         "later exit listener ran",
       ]);
     });
+  });
+
+  test(`7. a ${runtime} program that waits again after giving a wait up lives until it holds the lock`, async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "held.lock");
+    const holder = new Lock(path);
+    await holder.acquire();
+    try {
+      const child = start(runtime, HOST, [path, "again"]);
+      await child.line("waiting again");
+      await blockedInFlock(child.pid);
+      // Long enough for a program that nothing keeps alive to have ended.
+      await sleep(300);
+      holder.release();
+      assert.equal(await exitOf(child), 0, child.output());
+      assert.deepEqual(child.output().trim().split("\n"), [
+        "gave up AlreadyLocked",
+        "waiting again",
+        "locked",
+      ]);
+    } finally {
+      if (holder.locked) holder.release();
+    }
   });
 
   test(`8. process.exit() from a ${runtime} SIGTERM handler ends a program that waits for a lock`, async () => {

@@ -101,6 +101,59 @@ for (const runtime of RUNTIMES) {
   });
 }
 
+// On Deno the package learns its lock op's id with Deno's op leak tracing,
+// for the one call that starts the op; the host's own code must not be
+// mistaken for it.
+const OP_IDS = "tests/fixtures/deno_op_ids.ts";
+
+test("a deno host's Error.prepareStackTrace that starts an op never makes a wait hold a lock that is not free", async () => {
+  using dir = tempDir();
+  const path = join(dir.path, "held.lock");
+  const other = join(dir.path, "other.lock");
+  const holder = new Lock(path);
+  await holder.acquire();
+  const second = new Lock(other);
+  await second.acquire();
+  try {
+    const child = start("deno", OP_IDS, [path, other, "hook"]);
+    await child.line("waiting");
+    await blockedInFlock(child.pid);
+    // The hook's own wait ends first; the lock must not come with it.
+    second.release();
+    await sleep(300);
+    assert.ok(!child.output().includes("held"), child.output());
+    holder.release();
+    assert.equal(await exitOf(child), 0, child.output());
+    assert.match(child.output(), /^held; another descriptor could take it: false$/m);
+  } finally {
+    if (holder.locked) holder.release();
+    if (second.locked) second.release();
+  }
+});
+
+test("a deno wrapper around FsFile.lock keeps its own op when a wait is given up", async () => {
+  using dir = tempDir();
+  const path = join(dir.path, "held.lock");
+  const other = join(dir.path, "other.lock");
+  await using holder = new Lock(path);
+  await holder.acquire();
+  const second = new Lock(other);
+  await second.acquire();
+  try {
+    const child = start("deno", OP_IDS, [path, other, "wrapped"]);
+    await child.line("gave up");
+    // The given-up wait ends when its holder lets go; the program's own op
+    // must still keep it alive, however long that takes.
+    await holder.release();
+    await sleep(300);
+    second.release();
+    assert.equal(await exitOf(child), 0, child.output());
+    assert.deepEqual(child.output().trim().split("\n"), ["gave up AlreadyLocked", "own lock done"]);
+  } finally {
+    if (second.locked) second.release();
+  }
+});
+
 test("7. a Node program that gave a wait up still writes its V8 coverage", async () => {
   const coverage = mkdtempSync(join(tmpdir(), "coverage-"));
   try {

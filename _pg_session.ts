@@ -283,6 +283,13 @@ async function driverOf(
   );
 }
 
+/**
+ * The end of each error that finds a pooler in transaction or statement
+ * mode: what it breaks, and what to connect to instead.
+ */
+export const POOLED =
+  "the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode";
+
 // Cancels whatever `pid` runs now, from a session of its own (pg has no
 // public cancel request); best effort, never throws.
 async function cancelBackend(connect: PgConnect, pid: number): Promise<void> {

@@ -8,7 +8,7 @@ import {
   checkSignal,
   invalid,
 } from "./_check.ts";
-import { openSession, type PgConnect, type Session, sqlState } from "./_pg_session.ts";
+import { openSession, type PgConnect, POOLED, type Session, sqlState } from "./_pg_session.ts";
 import { deadline, MAX_TIMER, share } from "./_wait.ts";
 import { AlreadyLocked, type AlreadyLockedOptions, LockException } from "./errors.ts";
 
@@ -718,7 +718,7 @@ export class PgLock implements AsyncDisposable {
       await session.close();
     }
     return new LockException(
-      `Cannot lock '${this.#label}' on PostgreSQL: the server session already holds it for another client, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode`,
+      `Cannot lock '${this.#label}' on PostgreSQL: the server session already holds it for another client, so ${POOLED}`,
     );
   }
 
@@ -776,7 +776,7 @@ export class PgLock implements AsyncDisposable {
       }
       if (row?.seen === true) {
         throw new LockException(
-          `Released '${this.#label}' on PostgreSQL, but it was not exclusive: while it was held, another client took it on the same server session, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode`,
+          `Released '${this.#label}' on PostgreSQL, but it was not exclusive: while it was held, another client took it on the same server session, so ${POOLED}`,
         );
       }
       if (row?.released === true) return;

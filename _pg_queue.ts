@@ -6,7 +6,14 @@
 // consumers that cannot hold a session.
 import { checkFunction, checkNumber, checkOptions, checkSignal, invalid } from "./_check.ts";
 import { applyKeepalive, checkIdentifier, keepaliveOf, type PgKeepalive } from "./_pg_lock.ts";
-import { openSession, type PgConnect, type Session } from "./_pg_session.ts";
+import {
+  MARK,
+  markSession,
+  openSession,
+  type PgConnect,
+  POOLED,
+  type Session,
+} from "./_pg_session.ts";
 import { deadline, MAX_TIMER, unrefTimer } from "./_wait.ts";
 import { LockException } from "./errors.ts";
 
@@ -345,6 +352,13 @@ export class PgClaim implements AsyncDisposable {
  * at the next `recover()` and a slow or stopped one's never does. With the
  * `ttl` option a claim is a lease instead, renewed in the background, for
  * consumers that cannot hold a session (see {@link PgQueueOptions.ttl}).
+ * Without `ttl`, `claim()` refuses with a {@link LockException} where it
+ * finds that its connection goes through a pooler in transaction or
+ * statement mode (such as PgBouncer), which would break the claims' locks:
+ * it compares the backend pid that the connection announced with the
+ * server's, and where they differ (or the client does not show it: Bun's
+ * `SQL`), marks its server session and looks for the mark from a second
+ * connection at the first claim, then checks it in each claim.
  *
  * The table is named by you (`table`, a plain or schema-qualified SQL
  * identifier) and created on first use with `create table if not exists`;
@@ -405,6 +419,10 @@ export class PgQueue implements AsyncDisposable {
   #lastRecover = -Infinity;
   #wakers = new Set<() => void>();
   #unlisten: Promise<(() => Promise<void>) | undefined> | undefined;
+  // Claims held by liveness on a session that may go through a pooler:
+  // the token that marks its server session (see markSession), which each
+  // claim checks; `undefined` once the session was found shared.
+  #mark: { session: Session; token: Promise<string | undefined> } | undefined;
 
   static {
     queueSql = (q) => ({
@@ -569,6 +587,9 @@ export class PgQueue implements AsyncDisposable {
    * @returns The claim, or `null` when no message is ready.
    * @throws {TypeError} An option has the wrong type, or `wait` with a client that cannot LISTEN.
    * @throws {RangeError} `wait` is negative.
+   * @throws {LockException} Claims held by liveness (no `ttl`) through a
+   * pooler in transaction or statement mode, as far as it can be told (see
+   * the README's "Poolers"): nothing was claimed.
    */
   async claim(options?: PgClaimOptions): Promise<PgClaim | null> {
     const what = "claim a message";
@@ -588,6 +609,7 @@ export class PgQueue implements AsyncDisposable {
         wait,
       );
     }
+    const token = await this.#ownSession(session);
     const limit = deadline(wait, o.signal);
     let wake: (() => void) | undefined;
     try {
@@ -601,7 +623,7 @@ export class PgQueue implements AsyncDisposable {
           });
           await this.#listen(session);
         }
-        const claim = await this.#take(session);
+        const claim = await this.#take(session, token);
         if (claim !== null) return claim;
         if (performance.now() - this.#lastRecover >= this.#recoverEvery) {
           const { requeued } = await this.recover();
@@ -615,7 +637,7 @@ export class PgQueue implements AsyncDisposable {
         });
         if (o.signal?.aborted) return null;
         // The wait ran out: one last look.
-        if (stop.aborted) return await this.#take(session);
+        if (stop.aborted) return await this.#take(session, token);
       }
     } finally {
       if (wake !== undefined) this.#wakers.delete(wake);
@@ -632,6 +654,8 @@ export class PgQueue implements AsyncDisposable {
    * @param options `signal` ends the iteration when it aborts.
    * @returns The claims, one at a time.
    * @throws {TypeError} `signal` is not an AbortSignal, or the client cannot LISTEN (on the first `next()`).
+   * @throws {LockException} As {@link PgQueue.prototype.claim}: claims held
+   * by liveness through a pooler in transaction or statement mode.
    *
    * @example Usage
    * ```ts ignore
@@ -666,27 +690,73 @@ export class PgQueue implements AsyncDisposable {
     await this.#unlisten;
   }
 
-  async #take(session: Session): Promise<PgClaim | null> {
+  // Resolves to the token that claims on `session` check, or `undefined`
+  // on a direct connection, which needs none; throws when claims held by
+  // liveness cannot work there.
+  async #ownSession(session: Session): Promise<string | undefined> {
+    if (this.#ttl !== undefined || session.direct === true) return undefined;
+    if (this.#mark?.session !== session) {
+      this.#mark = { session, token: markSession(session, this.#connect) };
+    }
+    const mark = this.#mark;
+    let token;
+    try {
+      token = await mark.token;
+    } catch (e) {
+      // Not known: the next claim tries again.
+      if (this.#mark === mark) this.#mark = undefined;
+      throw e;
+    }
+    if (token === undefined) {
+      throw this.#pooled("a second connection reached the queue's server session");
+    }
+    return token;
+  }
+
+  #pooled(why: string): LockException {
+    return new LockException(
+      `Cannot claim from '${this.#table}' on PostgreSQL: ${why}, so ${POOLED}, or use PgQueue's ttl option (claims held by a lease)`,
+    );
+  }
+
+  async #take(session: Session, token: string | undefined): Promise<PgClaim | null> {
     const t = this.#table;
+    const pick = `c as (select id from ${t} where state = 'ready'${
+      token === undefined ? "" : ` and current_setting('${MARK}', true) = $2`
+    } order by id for update skip locked limit 1)`;
+    const update = `update ${t} q set state = 'claimed', deliveries = q.deliveries + 1,
+           claimed_at = now(), claimed_by = pg_backend_pid(), lease_until = null
+         from c where q.id = c.id
+         returning q.id::text as id, q.body, q.deliveries,
+           pg_try_advisory_lock($1::int4, q.id::bit(32)::int4) as locked`;
     for (;;) {
       const sent = performance.now();
       const [row] = await session.query(
-        this.#ttl === undefined
+        this.#ttl !== undefined
           ? `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
-         update ${t} q set state = 'claimed', deliveries = q.deliveries + 1, claimed_at = now(),
-           claimed_by = pg_backend_pid(), lease_until = null
-         from c where q.id = c.id
-         returning q.id::text as id, q.body, q.deliveries,
-           pg_try_advisory_lock($1::int4, q.id::bit(32)::int4) as locked`
-          : `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
          update ${t} q set state = 'claimed', deliveries = q.deliveries + 1, claimed_at = now(),
            claimed_by = pg_backend_pid(),
            lease_until = clock_timestamp() + $1::int4 * interval '1 millisecond'
          from c where q.id = c.id
-         returning q.id::text as id, q.body, q.deliveries, true as locked`,
-        [this.#ttl ?? this.#key],
+         returning q.id::text as id, q.body, q.deliveries, true as locked`
+          : token === undefined
+          ? `with ${pick} ${update}`
+          // One row always: whether the statement ran on the marked server
+          // session (nothing is claimed otherwise), and the claim if any.
+          : `with ${pick}, u as (${update})
+         select coalesce(current_setting('${MARK}', true) = $2, false) as ours, u.*
+         from (select) as one left join u on true`,
+        this.#ttl !== undefined
+          ? [this.#ttl]
+          : token === undefined
+          ? [this.#key]
+          : [this.#key, token],
       );
-      if (row === undefined) return null;
+      if (token !== undefined && row?.ours !== true) {
+        this.#mark = { session, token: Promise.resolve(undefined) };
+        throw this.#pooled("the claim ran on a server session other than the queue's own");
+      }
+      if (row === undefined || row.id === null) return null;
       // Not locked: the id's lock is still held elsewhere (a message 2^32
       // ids away): left claimed, recover() makes it ready again later.
       if (row.locked !== true) continue;

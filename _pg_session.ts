@@ -283,6 +283,44 @@ async function driverOf(
   );
 }
 
+/**
+ * The end of each error that finds a pooler in transaction or statement
+ * mode: what it breaks, and what to connect to instead.
+ */
+export const POOLED =
+  "the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode";
+
+/** The session setting that {@link markSession} writes. */
+export const MARK = "filestore.session";
+
+/**
+ * Marks the server session behind `session` with a new random token (the
+ * setting {@link MARK}, for the session's life), then reads that setting
+ * from a second session of `connect`. Only a pooler in transaction or
+ * statement mode lets two open clients reach one server session, so seeing
+ * the token there proves one; not seeing it proves nothing (a pooler with
+ * several server sessions may hand the probe another). Statements that need
+ * the session's own server session check the token afterwards, and so
+ * notice when they land on another, or when another client marked theirs.
+ * Costs a connection: meant for a session whose `direct` is not `true`.
+ *
+ * @returns The token, or `undefined` when the second session saw it.
+ */
+export async function markSession(
+  session: Session,
+  connect: PgConnect,
+): Promise<string | undefined> {
+  const token = crypto.randomUUID();
+  await session.query(`select set_config('${MARK}', $1, false)`, [token]);
+  const probe = await openSession(connect);
+  try {
+    const [row] = await probe.query(`select current_setting('${MARK}', true) as mark`);
+    return row?.mark === token ? undefined : token;
+  } finally {
+    await probe.close();
+  }
+}
+
 // Cancels whatever `pid` runs now, from a session of its own (pg has no
 // public cancel request); best effort, never throws.
 async function cancelBackend(connect: PgConnect, pid: number): Promise<void> {

@@ -197,8 +197,16 @@ export const CLIENTS: readonly string[] = runtimeName === "bun"
   ? ["postgresjs", "pg", "bun"]
   : ["postgresjs", "pg"];
 
-/** A `connect` function for PgLock and PgQueue with the client `kind`. */
-export async function connectorOf(kind: string, url: string): Promise<() => object> {
+/**
+ * A `connect` function for PgLock and PgQueue with the client `kind`. With
+ * `pooled` (a URL of {@link startBouncer}'s), Bun's SQL prepares no named
+ * statements: PgBouncer 1.18 in transaction mode does not keep them.
+ */
+export async function connectorOf(
+  kind: string,
+  url: string,
+  pooled = false,
+): Promise<() => object> {
   if (kind === "postgresjs") {
     const { default: postgres } = await import("postgres");
     return () => postgres(url, { max: 1, onnotice: () => {} });
@@ -209,7 +217,7 @@ export async function connectorOf(kind: string, url: string): Promise<() => obje
   }
   if (kind === "bun") {
     const { SQL } = await import("bun" as string);
-    return () => new SQL(url, { max: 1 });
+    return () => new SQL(url, { max: 1, ...(pooled ? { prepare: false } : {}) });
   }
   throw new Error(`unknown client ${kind}`);
 }
@@ -225,9 +233,14 @@ export const bouncerSkip: string | false = pgSkip
   ? "no pgbouncer: install Debian's pgbouncer (scripts/setup.sh as root)"
   : false;
 
-/** A PgBouncer in transaction mode in front of `server`, on a free port; check {@link bouncerSkip}. */
+/**
+ * A PgBouncer in transaction mode in front of `server`, on a free port, with
+ * one server connection (unless `settings` say otherwise: more lines of its
+ * `[pgbouncer]` section); check {@link bouncerSkip}.
+ */
 export async function startBouncer(
   server: PgServer,
+  settings: Record<string, string> = {},
 ): Promise<{ url: string; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "filestore-pgbouncer-"));
   const port = await freePort();
@@ -247,6 +260,7 @@ export async function startBouncer(
       "default_pool_size = 1",
       `logfile = ${join(dir, "log")}`,
       `pidfile = ${join(dir, "pid")}`,
+      ...Object.entries(settings).map(([name, value]) => `${name} = ${value}`),
       "",
     ].join("\n"),
   );

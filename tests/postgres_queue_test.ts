@@ -7,7 +7,15 @@ import process from "node:process";
 import { after, before, describe, test } from "node:test";
 import { LockException, PgQueue } from "../postgres.ts";
 import { openSession } from "../_pg_session.ts";
-import { CLIENTS, connectorOf, type PgServer, pgSkip, startPg } from "./_pg.ts";
+import {
+  bouncerSkip,
+  CLIENTS,
+  connectorOf,
+  type PgServer,
+  pgSkip,
+  startBouncer,
+  startPg,
+} from "./_pg.ts";
 import { type Child, type Runtime, sleep, start, tempDir } from "./_util.ts";
 
 let server: PgServer;
@@ -238,6 +246,90 @@ else {describe("PgQueue", () => {
           await taken.done();
           assert.deepEqual(await fresh.list(), []);
           assert.deepEqual(await fresh.list("claimed"), []);
+        });
+
+        test(
+          "through PgBouncer in transaction mode, a claim held by liveness is refused with a clear error and hands nothing out",
+          {
+            skip: bouncerSkip,
+          },
+          async () => {
+            const bouncer = await startBouncer(server);
+            try {
+              const name = table();
+              await using pooled = new PgQueue(await connectorOf(kind, bouncer.url, true), name);
+              await using direct = new PgQueue(await connectorOf(kind, server.url), name);
+              const id = await pooled.put("job");
+              const refused = await pooled.claim().catch((e) => e);
+              assert.ok(refused instanceof LockException, String(refused));
+              assert.match(
+                refused.message,
+                /^Cannot claim from '.+' on PostgreSQL: .*pooler in transaction or statement mode .*connect to the server or to a pool in session mode, or use PgQueue's ttl option/,
+              );
+              // Refused again, also before waiting: no LISTEN through the pooler either.
+              await assert.rejects(pooled.claim(), /pooler in transaction/);
+              await assert.rejects(pooled.claim({ wait: 50 }), /pooler in transaction/);
+              assert.deepEqual(await pooled.list(), [id]);
+              assert.deepEqual(await pooled.list("claimed"), []);
+              const claim = (await direct.claim())!;
+              assert.equal(claim.id, id);
+              assert.equal(claim.deliveries, 1);
+              await claim.done();
+            } finally {
+              await bouncer.stop();
+            }
+          },
+        );
+
+        test("through PgBouncer resetting each server session, the claim's own check refuses it", {
+          skip: bouncerSkip,
+        }, async () => {
+          // DISCARD ALL after each transaction: the second connection never
+          // sees the queue's mark, and the claim finds it gone.
+          const bouncer = await startBouncer(server, { server_reset_query_always: "1" });
+          try {
+            const name = table();
+            await using pooled = new PgQueue(await connectorOf(kind, bouncer.url, true), name);
+            const id = await pooled.put("job");
+            await assert.rejects(
+              pooled.claim(),
+              /: the claim ran on a server session other than the queue's own, so .*pooler in transaction/,
+            );
+            await assert.rejects(pooled.claim(), /pooler in transaction/);
+            assert.deepEqual(await pooled.list(), [id]);
+            const [row] = await admin(`select state, deliveries from ${name}`);
+            assert.deepEqual({ ...row }, { state: "ready", deliveries: 0 });
+          } finally {
+            await bouncer.stop();
+          }
+        });
+
+        test("through PgBouncer in transaction mode, ttl claims work", {
+          skip: bouncerSkip,
+        }, async () => {
+          const bouncer = await startBouncer(server);
+          try {
+            const connect = await connectorOf(kind, bouncer.url, true);
+            const name = table();
+            await using a = new PgQueue(connect, name, { ttl: 1000 });
+            await using b = new PgQueue(connect, name, { ttl: 1000, recoverEvery: 0 });
+            const first = await a.put("one");
+            const second = await b.put("two");
+            const x = (await a.claim())!;
+            const y = (await b.claim())!;
+            assert.deepEqual([x.id, y.id], [first, second]);
+            assert.equal(await b.claim(), null);
+            await x.release();
+            const again = (await b.claim())!;
+            assert.equal(again.id, first);
+            assert.equal(again.deliveries, 2);
+            await again.done();
+            await y.done();
+            assert.deepEqual(await a.list(), []);
+            assert.deepEqual(await a.list("claimed"), []);
+          } finally {
+            await bouncer.stop();
+          }
         });
       });
     }

@@ -587,9 +587,10 @@ export class PgQueue implements AsyncDisposable {
    * @returns The claim, or `null` when no message is ready.
    * @throws {TypeError} An option has the wrong type, or `wait` with a client that cannot LISTEN.
    * @throws {RangeError} `wait` is negative.
-   * @throws {LockException} Claims held by liveness (no `ttl`) through a
-   * pooler in transaction or statement mode, as far as it can be told (see
-   * the README's "Poolers"): nothing was claimed.
+   * @throws {LockException} Claims held by liveness (no `ttl`), or a
+   * `wait` (which needs LISTEN), through a pooler in transaction or
+   * statement mode, as far as it can be told (see the README's
+   * "Poolers"): nothing was claimed.
    */
   async claim(options?: PgClaimOptions): Promise<PgClaim | null> {
     const what = "claim a message";
@@ -609,7 +610,7 @@ export class PgQueue implements AsyncDisposable {
         wait,
       );
     }
-    const token = await this.#ownSession(session);
+    const token = await this.#ownSession(session, wait > 0);
     const limit = deadline(wait, o.signal);
     let wake: (() => void) | undefined;
     try {
@@ -691,10 +692,11 @@ export class PgQueue implements AsyncDisposable {
   }
 
   // Resolves to the token that claims on `session` check, or `undefined`
-  // on a direct connection, which needs none; throws when claims held by
-  // liveness cannot work there.
-  async #ownSession(session: Session): Promise<string | undefined> {
-    if (this.#ttl !== undefined || session.direct === true) return undefined;
+  // where they need none (a direct connection; leases, which hold through a
+  // pooler); throws when claims held by liveness cannot work there, or,
+  // for a claim that `waits`, when LISTEN cannot.
+  async #ownSession(session: Session, waits: boolean): Promise<string | undefined> {
+    if (session.direct === true || (this.#ttl !== undefined && !waits)) return undefined;
     if (this.#mark?.session !== session) {
       this.#mark = { session, token: markSession(session, this.#connect) };
     }
@@ -708,9 +710,13 @@ export class PgQueue implements AsyncDisposable {
       throw e;
     }
     if (token === undefined) {
-      throw this.#pooled("a second connection reached the queue's server session");
+      const why = "a second connection reached the queue's server session";
+      if (this.#ttl === undefined) throw this.#pooled(why);
+      throw new LockException(
+        `Cannot wait for messages in '${this.#table}' on PostgreSQL: ${why}, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), where LISTEN hears nothing; claim without wait, or connect to the server or to a pool in session mode to wait`,
+      );
     }
-    return token;
+    return this.#ttl === undefined ? token : undefined;
   }
 
   #pooled(why: string): LockException {

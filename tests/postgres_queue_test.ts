@@ -304,7 +304,7 @@ else {describe("PgQueue", () => {
           }
         });
 
-        test("through PgBouncer in transaction mode, ttl claims work", {
+        test("through PgBouncer in transaction mode, ttl claims work and a wait is refused", {
           skip: bouncerSkip,
         }, async () => {
           const bouncer = await startBouncer(server);
@@ -315,6 +315,11 @@ else {describe("PgQueue", () => {
             await using b = new PgQueue(connect, name, { ttl: 1000, recoverEvery: 0 });
             const first = await a.put("one");
             const second = await b.put("two");
+            // A wait would LISTEN, which hears nothing through the pooler.
+            await assert.rejects(
+              a.claim({ wait: 50 }),
+              /^LockException: Cannot wait for messages in '.+' on PostgreSQL: .*pooler in transaction or statement mode .*LISTEN hears nothing/,
+            );
             const x = (await a.claim())!;
             const y = (await b.claim())!;
             assert.deepEqual([x.id, y.id], [first, second]);

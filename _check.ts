@@ -114,16 +114,16 @@ export function checkChoice<T extends string>(
   param: string,
   choices: readonly T[],
 ): T {
+  if (typeof value === "string" && (choices as readonly string[]).includes(value)) {
+    return value as T;
+  }
+  // Worded only for a refusal: a check that passes is on hot paths (list()).
   const expected = choices.length === 1
     ? JSON.stringify(choices[0])
     : `${choices.slice(0, -1).map((c) => JSON.stringify(c)).join(", ")} or ${
       JSON.stringify(choices.at(-1))
     }`;
-  if (typeof value !== "string") throw invalid(TypeError, what, param, expected, value);
-  if (!(choices as readonly string[]).includes(value)) {
-    throw invalid(RangeError, what, param, expected, value);
-  }
-  return value as T;
+  throw invalid(typeof value === "string" ? RangeError : TypeError, what, param, expected, value);
 }
 
 /** An optional AbortSignal. */

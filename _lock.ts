@@ -159,14 +159,21 @@ export class Held {
   raw: RawFile | undefined;
   file: OpenFile | undefined;
 
-  // Holds the locked `raw`: the handle that an acquire resolves to.
-  hold(raw: RawFile): OpenFile {
-    const file = wrapFile(raw, () => {
+  // The handle for `raw`, not yet held. A waiter makes it before it waits:
+  // in a fresh process the first handle costs tens of microseconds of cold
+  // code, which would otherwise fall between the kernel's grant and the
+  // acquire resolving.
+  handle(raw: RawFile): OpenFile {
+    return wrapFile(raw, () => {
       if (this.raw === raw) {
         this.raw = undefined;
         this.file = undefined;
       }
     });
+  }
+
+  // Holds the locked `raw`: the handle that an acquire resolves to.
+  hold(raw: RawFile, file: OpenFile = this.handle(raw)): OpenFile {
     this.raw = raw;
     this.file = file;
     return file;
@@ -384,12 +391,13 @@ export class Lock implements AsyncDisposable, Disposable {
         closeQuietly(raw);
         throw refusal(this.#path, this.#holder());
       }
+      const handle = this.#held.handle(raw);
       const outcome = await waitForLock(raw, this.#exclusive, s.timeout - waited, s.signal);
       if (outcome === "aborted") throw s.signal!.reason;
       if (outcome === "timeout") {
         throw refusal(this.#path, this.#holder(), s.timeout);
       }
-      const file = this.#take(raw);
+      const file = this.#take(raw, handle);
       if (file !== undefined) return file;
       raw = undefined;
     }
@@ -407,9 +415,9 @@ export class Lock implements AsyncDisposable, Disposable {
     return held ? this.#take(raw) : raw;
   }
 
-  // Finishes an acquire on a locked `raw`: undefined (and `raw` closed) when
-  // the path no longer names the locked file.
-  #take(raw: RawFile): OpenFile | undefined {
+  // Finishes an acquire on a locked `raw`, with its `handle` if made already:
+  // undefined (and `raw` closed) when the path no longer names the locked file.
+  #take(raw: RawFile, handle?: OpenFile): OpenFile | undefined {
     try {
       if (this.#kind.check !== undefined && !this.#kind.check(raw, this.#path)) {
         rt.closeSync(raw);
@@ -420,7 +428,7 @@ export class Lock implements AsyncDisposable, Disposable {
       closeQuietly(raw);
       throw e;
     }
-    return this.#held.hold(raw);
+    return this.#held.hold(raw, handle);
   }
 
   /**

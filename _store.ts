@@ -16,8 +16,8 @@ import {
 import { type OpenFile, wrapFile } from "./_file.ts";
 import { checkName, deliveriesOf, retried, uniqueName } from "./_names.ts";
 import { openFile, openFileInfo, sameFile, unlinkIfSame } from "./_open.ts";
-import { closeQuietly, type FileInfo, type RawFile, unlinkQuietly } from "./_runtime.ts";
-import { runSync, step, type Steps } from "./_steps.ts";
+import { closeQuietly, type FileInfo, type RawFile, rt, unlinkQuietly } from "./_runtime.ts";
+import { run, runSync, step, type Steps } from "./_steps.ts";
 import { checkStore, copyNoReplace, moveNoReplace, useArea } from "./_store_dir.ts";
 import { type Claim, grant } from "./_claim.ts";
 import { MAX_TIMER } from "./_wait.ts";
@@ -239,12 +239,32 @@ export function* create(
   return wrapFile(file);
 }
 
-/** FileStore.list: the full paths in an area, sorted. */
-export function* list(s: StoreState, area: Area): Steps<string[]> {
+// FileStore.list and listSync are written out rather than as steps: a
+// listing is one read, and running steps costs about a microsecond a
+// call, a tenth of reading a small directory (issue 16).
+
+/** FileStore.listSync: the full paths in an area, sorted. */
+export function listSync(s: StoreState, area: Area): string[] {
   checkArea(area, "list", "area");
-  if (!s.checked) yield* check(s);
-  const names = yield* step("readDir", `${s.path}/${area}`);
-  return names.sort().map((name) => inArea(s, area, name));
+  if (!s.checked) runSync(check(s));
+  const dir = `${s.path}/${area}`;
+  return sortedPaths(dir, rt.readDirSync(dir));
+}
+
+/** FileStore.list: the full paths in an area, sorted. */
+export async function list(s: StoreState, area: Area): Promise<string[]> {
+  checkArea(area, "list", "area");
+  if (!s.checked) await run(check(s));
+  const dir = `${s.path}/${area}`;
+  return sortedPaths(dir, await rt.readDir(dir));
+}
+
+// The `names` read from `dir`, sorted and made full paths, in place.
+function sortedPaths(dir: string, names: string[]): string[] {
+  names.sort();
+  const prefix = `${dir}/`;
+  for (let i = 0; i < names.length; i++) names[i] = prefix + names[i];
+  return names;
 }
 
 /** FileStore.move: never over another file. */

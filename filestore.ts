@@ -57,6 +57,7 @@ import {
   type CreateOptions,
   type FileStoreOptions,
   list,
+  listSync,
   makeStore,
   move,
   pathOf,
@@ -308,7 +309,7 @@ export class FileStore {
    * ```
    */
   list(area: Area): Promise<string[]> {
-    return run(list(this.#s, area));
+    return list(this.#s, area);
   }
 
   /**
@@ -321,7 +322,7 @@ export class FileStore {
    * @throws {NotFound} When the store is not prepared.
    */
   listSync(area: Area): string[] {
-    return runSync(list(this.#s, area));
+    return listSync(this.#s, area);
   }
 
   /**

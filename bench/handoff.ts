@@ -4,14 +4,25 @@
 // once it holds the lock. Each waiting style gets its own child and file,
 // and the styles take turns. Then the same in a fresh process each time:
 // the child starts, waits once and exits, as a cron job that waits for the
-// previous run does (issue 16's cold handoffs).
+// previous run does (issue 16's cold handoffs). `--only fresh` runs just
+// those, `--only warm` just the first; `--count N` sets the fresh rounds.
 import process from "node:process";
 import { blockedInFlock } from "../tests/_child.ts";
 import { join } from "node:path";
 import { type RawFile, rt, runtimeName } from "../_runtime.ts";
 import { Lock } from "../lock.ts";
 import { percentile } from "./_stats.ts";
-import { args, emit, full, sleep, startChild, stdinLines, tempDir, wallMs } from "./_util.ts";
+import {
+  args,
+  emit,
+  full,
+  option,
+  sleep,
+  startChild,
+  stdinLines,
+  tempDir,
+  wallMs,
+} from "./_util.ts";
 
 const FIGURE = "2 handoff";
 const FLAGS = { read: true, append: true, create: true };
@@ -92,12 +103,12 @@ async function fresh(dir: string, count: number): Promise<Map<Fresh, number[]>> 
   return samples;
 }
 
-async function main(): Promise<void> {
-  using dir = tempDir("handoff");
+// The same long-lived waiter, handoff after handoff.
+async function warm(dir: string): Promise<void> {
   const warmup = 5;
   const count = full ? 300 : 60;
   const runs = Object.entries(MODES).map(([name, mode]) => {
-    const path = join(dir.path, `${mode}.lock`);
+    const path = join(dir, `${mode}.lock`);
     const held = rt.openSync(path, FLAGS);
     rt.lockSync(held, true);
     const c = startChild("handoff.ts", ["--child", mode, path]);
@@ -161,7 +172,11 @@ async function main(): Promise<void> {
       note: "spread min-max",
     });
   }
-  const cold = await fresh(dir.path, full ? 60 : 20);
+}
+
+// A fresh waiting process each time.
+async function cold(dir: string): Promise<void> {
+  const cold = await fresh(dir, Number(option("count") ?? (full ? 60 : 20)));
   const bare = cold.get("fresh-raw")!;
   const bareP50 = percentile(bare, 50);
   for (const [name, mode] of Object.entries(FRESH)) {
@@ -185,6 +200,13 @@ async function main(): Promise<void> {
       ...(isBare ? { note: `${got.length} fresh processes; spread p10-p90` } : goal),
     });
   }
+}
+
+async function main(): Promise<void> {
+  using dir = tempDir("handoff");
+  const only = option("only");
+  if (only !== "fresh") await warm(dir.path);
+  if (only !== "warm") await cold(dir.path);
 }
 
 if (args[0] === "--child") await child(args[1] as Mode, args[2]!);

@@ -3,19 +3,21 @@
 // held to the fastest synchronous read the runtime has (node:fs's
 // readdirSync, or Deno.readDirSync on Deno where that is faster), list()
 // to the fastest asynchronous one (Deno.readDir on Deno, node:fs's
-// promises.readdir elsewhere), both within 1.2x (issue 16).
+// promises.readdir elsewhere), both within 1.2x (issue 16). `--sizes
+// 10,1000` picks the file counts.
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { FileStore } from "../filestore.ts";
 import { type Case, interleave, median } from "./_stats.ts";
-import { compared, emit, full, tempDir } from "./_util.ts";
+import { compared, emit, full, option, tempDir } from "./_util.ts";
 
 const FIGURE = "5 scale";
 const READDIR = "readdirSync(new)";
 const DENO_READDIR = "Deno.readDirSync(new)";
 const ASYNC_READ = "fastest async read of new";
 const RAW_CLAIM = "readdirSync+sort+renameSync";
-const sizes = full ? [10, 1_000, 10_000, 100_000] : [10, 1_000, 10_000];
+const sizes = option("sizes")?.split(",").map(Number) ??
+  (full ? [10, 1_000, 10_000, 100_000] : [10, 1_000, 10_000]);
 
 interface DenoDir {
   readDirSync(path: string): Iterable<{ name: string }>;

@@ -7,6 +7,7 @@
 // events, and it hears of a closed connection at once through the clients'
 // own hooks, since a session advisory lock is gone with its session.
 import { invalid, show } from "./_check.ts";
+import { unrefTimer } from "./_wait.ts";
 
 /**
  * A client that {@link PgConnect} may return: a postgres.js `Sql` made with
@@ -38,6 +39,13 @@ export interface Session {
    */
   readonly direct: boolean | undefined;
   /**
+   * Whether a second connection of the same `connect` may be tried for a
+   * probe: not with postgres.js, which reports a connection that fails
+   * while it starts (a full pool, a connection limit) as an unhandled
+   * rejection, and so would end a Deno or Node host process.
+   */
+  readonly probes: boolean;
+  /**
    * Runs one statement. If `signal` aborts while it runs, the statement is
    * cancelled on the server (not merely abandoned), and the promise settles
    * as the server answered: the rows if the statement had already finished,
@@ -66,6 +74,8 @@ interface Driver {
   run(text: string, params: unknown[]): { result: Promise<Row[]>; cancel(): void };
   /** The process id of the connection's BackendKeyData, if the client shows it. */
   announcedPid(): number | undefined;
+  /** See {@link Session.probes}. */
+  probes: boolean;
   listen?: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>;
   end(): Promise<void>;
 }
@@ -104,7 +114,7 @@ function has(o: unknown, ...names: string[]): boolean {
  * @throws {TypeError} `connect` gave something that is not a supported client.
  * @throws {RangeError} A postgres.js or Bun pool that may use more than one connection.
  */
-export async function openSession(connect: PgConnect): Promise<Session> {
+export async function openSession(connect: PgConnect, signal?: AbortSignal): Promise<Session> {
   const client = await connect();
   const controller = new AbortController();
   let closing = false;
@@ -115,18 +125,30 @@ export async function openSession(connect: PgConnect): Promise<Session> {
   };
   const driver = await driverOf(client, onLost, connect);
   let pid: number;
+  // Given up (`signal`): the connection is ended while it may still be
+  // starting, so that no answer can come for it later.
+  const giveUp = () => {
+    closing = true;
+    void driver.end().catch(() => {});
+  };
+  signal?.addEventListener("abort", giveUp, { once: true });
   try {
+    if (signal?.aborted) throw signal.reason;
     const rows = await driver.run("select pg_backend_pid()::int4 as pid", []).result;
+    if (signal?.aborted) throw signal.reason;
     pid = Number(rows[0]?.pid);
   } catch (e) {
     closing = true;
     await driver.end().catch(() => {});
     throw e;
+  } finally {
+    signal?.removeEventListener("abort", giveUp);
   }
   const announced = driver.announcedPid();
   return {
     pid,
     direct: announced === undefined ? undefined : announced >>> 0 === pid,
+    probes: driver.probes,
     lost: controller.signal,
     listen: driver.listen,
     get open() {
@@ -206,6 +228,7 @@ async function driverOf(
     return {
       ...(listen === undefined ? {} : { listen }),
       announcedPid: () => typeof state?.pid === "number" ? state.pid : undefined,
+      probes: bun,
       run(text, params) {
         // Not prepared (postgres.js's default for unsafe()): a prepared
         // statement belongs to one server session, which a pooler in
@@ -247,6 +270,7 @@ async function driverOf(
     const query = c.query as (text: string, params: unknown[]) => Promise<{ rows: Row[] }>;
     return {
       announcedPid: () => typeof c.processID === "number" ? c.processID : undefined,
+      probes: true,
       async listen(channel, onNotify) {
         const handler = (msg: { channel?: unknown }) => {
           if (msg.channel === channel) onNotify();
@@ -299,10 +323,15 @@ export const MARK = "filestore.session";
  * from a second session of `connect`. Only a pooler in transaction or
  * statement mode lets two open clients reach one server session, so seeing
  * the token there proves one; not seeing it proves nothing (a pooler with
- * several server sessions may hand the probe another). Statements that need
- * the session's own server session check the token afterwards, and so
- * notice when they land on another, or when another client marked theirs.
- * Costs a connection: meant for a session whose `direct` is not `true`.
+ * several server sessions may hand the probe another), and neither does a
+ * probe that cannot connect within {@link PROBE_MS} (a session-mode pool
+ * with no spare server connection, a connection limit): it is given up.
+ * Where the client cannot try a connection safely ({@link Session.probes}:
+ * postgres.js), there is no probe.
+ * Statements that need the session's own server session check the token
+ * afterwards, and so notice when they land on another, or when another
+ * client marked theirs. Costs a connection: meant for a session whose
+ * `direct` is not `true`.
  *
  * @returns The token, or `undefined` when the second session saw it.
  */
@@ -312,14 +341,31 @@ export async function markSession(
 ): Promise<string | undefined> {
   const token = crypto.randomUUID();
   await session.query(`select set_config('${MARK}', $1, false)`, [token]);
-  const probe = await openSession(connect);
+  if (!session.probes) return token;
+  const limit = new AbortController();
+  const cancel = unrefTimer(PROBE_MS, () => limit.abort(new Error("the probe took too long")));
   try {
-    const [row] = await probe.query(`select current_setting('${MARK}', true) as mark`);
-    return row?.mark === token ? undefined : token;
+    const probe = await openSession(connect, limit.signal);
+    try {
+      const [row] = await probe.query(
+        `select current_setting('${MARK}', true) as mark`,
+        [],
+        limit.signal,
+      );
+      return row?.mark === token ? undefined : token;
+    } finally {
+      await probe.close();
+    }
+  } catch {
+    // No second connection to be had: inconclusive, as an unseen mark.
+    return token;
   } finally {
-    await probe.close();
+    cancel();
   }
 }
+
+/** How long {@link markSession}'s probe may take to connect and look. */
+export const PROBE_MS = 1_000;
 
 // Cancels whatever `pid` runs now, from a session of its own (pg has no
 // public cancel request); best effort, never throws.

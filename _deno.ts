@@ -309,8 +309,10 @@ export function denoRuntime(): Impl {
     lockSync: onFile("lock", (f: RawFile, exclusive: boolean) => file(f).lockSync(exclusive)),
     // Deno waits on its own blocking pool, which needs no preparing.
     prepareWait() {},
-    startWait(f, exclusive) {
-      const call = startUnrefable(core, () => file(f).lock(exclusive));
+    startWait(f, exclusive, abandonable) {
+      // Only a wait that may be given up needs its op's id (tens of
+      // microseconds: a stack trace is taken and read).
+      const call = startUnrefable(abandonable ? core : undefined, () => file(f).lock(exclusive));
       const granted = call.promise.catch((e) => Promise.reject(mapError(e, "lock", f.path)));
       return {
         granted,

@@ -144,8 +144,12 @@ export interface Runtime {
   lockSync(f: RawFile, exclusive: boolean): void;
   /** Readies what a later `lock()` wait needs, ahead of need; cheap to call again. */
   prepareWait(): void;
-  /** Starts a blocking lock call that does not block the JavaScript thread (see _wait.ts). */
-  startWait(f: RawFile, exclusive: boolean): BlockedWait;
+  /**
+   * Starts a blocking lock call that does not block the JavaScript thread
+   * (see _wait.ts). `abandonable` says whether it may be given up: where
+   * it may not, work that only serves `abandon()` is skipped.
+   */
+  startWait(f: RawFile, exclusive: boolean, abandonable: boolean): BlockedWait;
   unlockSync(f: RawFile): void;
   statSync(path: string): FileInfo;
   stat(path: string): Promise<FileInfo>;

@@ -122,7 +122,7 @@ export async function lockWait(
   exclusive: boolean,
   signal?: AbortSignal,
 ): Promise<void> {
-  if (signal === undefined) return await rt.startWait(f, exclusive).granted;
+  if (signal === undefined) return await rt.startWait(f, exclusive, false).granted;
   const gaveUp = (reason: unknown) => {
     closeQuietly(f);
     return reason;
@@ -140,7 +140,7 @@ export async function lockWait(
     }
     if (rt.tryLockSync(f, exclusive)) return;
   }
-  const wait = rt.startWait(f, exclusive);
+  const wait = rt.startWait(f, exclusive, true);
   try {
     await untilAbort(wait.granted, signal);
   } catch (reason) {

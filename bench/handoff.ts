@@ -65,7 +65,7 @@ async function freshChild(mode: Fresh, path: string): Promise<void> {
   if (mode === "fresh-raw") {
     const raw = rt.openSync(path, FLAGS);
     console.log("waiting");
-    if (runtimeName === "deno") await rt.startWait(raw, true).granted;
+    if (runtimeName === "deno") await rt.startWait(raw, true, false).granted;
     else rt.lockSync(raw, true);
   } else {
     const lock = new Lock(path);

@@ -12,6 +12,7 @@ import {
   openSession,
   type PgConnect,
   POOLED,
+  POOLER,
   type Session,
 } from "./_pg_session.ts";
 import { deadline, MAX_TIMER, unrefTimer } from "./_wait.ts";
@@ -95,6 +96,28 @@ let pendingClaim:
     sent: number;
   }
   | undefined;
+// The statement that claims the oldest ready message, by how the claim is
+// held: a lease (`ttl`, $1 its milliseconds), an advisory lock ($1 the
+// queue's key), or an advisory lock on a server session that must carry
+// the queue's mark ($2, see markSession): that one answers one row always,
+// saying whether it ran there (nothing is claimed otherwise).
+function claimSql(t: string, hold: "lease" | "lock" | "marked"): string {
+  const lease = hold === "lease";
+  const pick = `c as (select id from ${t} where state = 'ready'${
+    hold === "marked" ? ` and current_setting('${MARK}', true) = $2` : ""
+  } order by id for update skip locked limit 1)`;
+  const update = `update ${t} q set state = 'claimed', deliveries = q.deliveries + 1,
+      claimed_at = now(), claimed_by = pg_backend_pid(),
+      lease_until = ${lease ? "clock_timestamp() + $1::int4 * interval '1 millisecond'" : "null"}
+    from c where q.id = c.id
+    returning q.id::text as id, q.body, q.deliveries,
+      ${lease ? "true" : "pg_try_advisory_lock($1::int4, q.id::bit(32)::int4)"} as locked`;
+  if (hold !== "marked") return `with ${pick} ${update}`;
+  return `with ${pick}, u as (${update})
+    select coalesce(current_setting('${MARK}', true) = $2, false) as ours, u.*
+    from (select) as one left join u on true`;
+}
+
 let queueSql!: (queue: PgQueue) => {
   table: string;
   key: number;
@@ -713,7 +736,7 @@ export class PgQueue implements AsyncDisposable {
       const why = "a second connection reached the queue's server session";
       if (this.#ttl === undefined) throw this.#pooled(why);
       throw new LockException(
-        `Cannot wait for messages in '${this.#table}' on PostgreSQL: ${why}, so the connection goes through a pooler in transaction or statement mode (such as PgBouncer), where LISTEN hears nothing; claim without wait, or connect to the server or to a pool in session mode to wait`,
+        `Cannot wait for messages in '${this.#table}' on PostgreSQL: ${why}, so ${POOLER}, where LISTEN hears nothing; claim without wait, or connect to the server or to a pool in session mode to wait`,
       );
     }
     return this.#ttl === undefined ? token : undefined;
@@ -726,38 +749,16 @@ export class PgQueue implements AsyncDisposable {
   }
 
   async #take(session: Session, token: string | undefined): Promise<PgClaim | null> {
-    const t = this.#table;
-    const pick = `c as (select id from ${t} where state = 'ready'${
-      token === undefined ? "" : ` and current_setting('${MARK}', true) = $2`
-    } order by id for update skip locked limit 1)`;
-    const update = `update ${t} q set state = 'claimed', deliveries = q.deliveries + 1,
-           claimed_at = now(), claimed_by = pg_backend_pid(), lease_until = null
-         from c where q.id = c.id
-         returning q.id::text as id, q.body, q.deliveries,
-           pg_try_advisory_lock($1::int4, q.id::bit(32)::int4) as locked`;
+    const hold = this.#ttl !== undefined ? "lease" : token === undefined ? "lock" : "marked";
+    const text = claimSql(this.#table, hold);
+    const params = hold === "lease"
+      ? [this.#ttl]
+      : hold === "lock"
+      ? [this.#key]
+      : [this.#key, token];
     for (;;) {
       const sent = performance.now();
-      const [row] = await session.query(
-        this.#ttl !== undefined
-          ? `with c as (select id from ${t} where state = 'ready' order by id for update skip locked limit 1)
-         update ${t} q set state = 'claimed', deliveries = q.deliveries + 1, claimed_at = now(),
-           claimed_by = pg_backend_pid(),
-           lease_until = clock_timestamp() + $1::int4 * interval '1 millisecond'
-         from c where q.id = c.id
-         returning q.id::text as id, q.body, q.deliveries, true as locked`
-          : token === undefined
-          ? `with ${pick} ${update}`
-          // One row always: whether the statement ran on the marked server
-          // session (nothing is claimed otherwise), and the claim if any.
-          : `with ${pick}, u as (${update})
-         select coalesce(current_setting('${MARK}', true) = $2, false) as ours, u.*
-         from (select) as one left join u on true`,
-        this.#ttl !== undefined
-          ? [this.#ttl]
-          : token === undefined
-          ? [this.#key]
-          : [this.#key, token],
-      );
+      const [row] = await session.query(text, params);
       if (token !== undefined && row?.ours !== true) {
         this.#mark = { session, token: Promise.resolve(undefined) };
         throw this.#pooled("the claim ran on a server session other than the queue's own");

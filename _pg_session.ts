@@ -307,12 +307,13 @@ async function driverOf(
   );
 }
 
-/**
- * The end of each error that finds a pooler in transaction or statement
- * mode: what it breaks, and what to connect to instead.
- */
+/** What each error that finds a pooler in transaction or statement mode says it found. */
+export const POOLER =
+  "the connection goes through a pooler in transaction or statement mode (such as PgBouncer)";
+
+/** The end of each such error about locks: what it breaks, and what to connect to instead. */
 export const POOLED =
-  "the connection goes through a pooler in transaction or statement mode (such as PgBouncer), which breaks session locks; connect to the server or to a pool in session mode";
+  `${POOLER}, which breaks session locks; connect to the server or to a pool in session mode`;
 
 /** The session setting that {@link markSession} writes. */
 export const MARK = "filestore.session";

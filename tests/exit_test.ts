@@ -30,12 +30,14 @@ async function exitOf(child: Child): Promise<number | string> {
   }
 }
 
-async function holding<T>(fn: (path: string) => Promise<T>): Promise<T> {
+// Runs `fn` while this process holds a lock on a new file; `fn` may let
+// `holder` go earlier.
+async function holding<T>(fn: (path: string, holder: Lock) => Promise<T>): Promise<T> {
   using dir = tempDir();
   const path = join(dir.path, "held.lock");
   await using holder = new Lock(path);
   await holder.acquire();
-  return await fn(path);
+  return await fn(path, holder);
 }
 
 for (const runtime of RUNTIMES) {
@@ -65,11 +67,7 @@ for (const runtime of RUNTIMES) {
   });
 
   test(`7. a ${runtime} program that waits again after giving a wait up lives until it holds the lock`, async () => {
-    using dir = tempDir();
-    const path = join(dir.path, "held.lock");
-    const holder = new Lock(path);
-    await holder.acquire();
-    try {
+    await holding(async (path, holder) => {
       const child = start(runtime, HOST, [path, "again"]);
       await child.line("waiting again");
       await blockedInFlock(child.pid);
@@ -82,9 +80,7 @@ for (const runtime of RUNTIMES) {
         "waiting again",
         "locked",
       ]);
-    } finally {
-      if (holder.locked) holder.release();
-    }
+    });
   });
 
   test(`8. process.exit() from a ${runtime} SIGTERM handler ends a program that waits for a lock`, async () => {
@@ -107,51 +103,39 @@ for (const runtime of RUNTIMES) {
 const OP_IDS = "tests/fixtures/deno_op_ids.ts";
 
 test("a deno host's Error.prepareStackTrace that starts an op never makes a wait hold a lock that is not free", async () => {
-  using dir = tempDir();
-  const path = join(dir.path, "held.lock");
-  const other = join(dir.path, "other.lock");
-  const holder = new Lock(path);
-  await holder.acquire();
-  const second = new Lock(other);
-  await second.acquire();
-  try {
-    const child = start("deno", OP_IDS, [path, other, "hook"]);
-    await child.line("waiting");
-    await blockedInFlock(child.pid);
-    // The hook's own wait ends first; the lock must not come with it.
-    second.release();
-    await sleep(300);
-    assert.ok(!child.output().includes("held"), child.output());
-    holder.release();
-    assert.equal(await exitOf(child), 0, child.output());
-    assert.match(child.output(), /^held; another descriptor could take it: false$/m);
-  } finally {
-    if (holder.locked) holder.release();
-    if (second.locked) second.release();
-  }
+  await holding((path, holder) =>
+    holding(async (other, second) => {
+      const child = start("deno", OP_IDS, [path, other, "hook"]);
+      await child.line("waiting");
+      await blockedInFlock(child.pid);
+      // The hook's own wait ends first; the lock must not come with it.
+      second.release();
+      await sleep(300);
+      assert.ok(!child.output().includes("held"), child.output());
+      holder.release();
+      assert.equal(await exitOf(child), 0, child.output());
+      assert.match(child.output(), /^held; another descriptor could take it: false$/m);
+    })
+  );
 });
 
 test("a deno wrapper around FsFile.lock keeps its own op when a wait is given up", async () => {
-  using dir = tempDir();
-  const path = join(dir.path, "held.lock");
-  const other = join(dir.path, "other.lock");
-  await using holder = new Lock(path);
-  await holder.acquire();
-  const second = new Lock(other);
-  await second.acquire();
-  try {
-    const child = start("deno", OP_IDS, [path, other, "wrapped"]);
-    await child.line("gave up");
-    // The given-up wait ends when its holder lets go; the program's own op
-    // must still keep it alive, however long that takes.
-    await holder.release();
-    await sleep(300);
-    second.release();
-    assert.equal(await exitOf(child), 0, child.output());
-    assert.deepEqual(child.output().trim().split("\n"), ["gave up AlreadyLocked", "own lock done"]);
-  } finally {
-    if (second.locked) second.release();
-  }
+  await holding((path, holder) =>
+    holding(async (other, second) => {
+      const child = start("deno", OP_IDS, [path, other, "wrapped"]);
+      await child.line("gave up");
+      // The given-up wait ends when its holder lets go; the program's own
+      // op must still keep it alive, however long that takes.
+      holder.release();
+      await sleep(300);
+      second.release();
+      assert.equal(await exitOf(child), 0, child.output());
+      assert.deepEqual(child.output().trim().split("\n"), [
+        "gave up AlreadyLocked",
+        "own lock done",
+      ]);
+    })
+  );
 });
 
 test("7. a Node program that gave a wait up still writes its V8 coverage", async () => {

@@ -7,11 +7,11 @@
 // rounds, interleaved, and prints medians and their ratio.
 import process from "node:process";
 import { PgLock, PgQueue } from "../postgres.ts";
-import { openSession } from "../_pg_session.ts";
+import { openSession, type Session } from "../_pg_session.ts";
 import { connectorOf, pgSkip, startPg } from "../tests/_pg.ts";
 import { start } from "../tests/_child.ts";
 import { runtimeName } from "../_runtime.ts";
-import { median, percentile } from "./_stats.ts";
+import { median, percentile, ratios } from "./_stats.ts";
 
 const args = process.argv.slice(2);
 const option = (name: string) => {
@@ -30,68 +30,104 @@ const connect = await connectorOf(kind, server.url);
 const ms = (x: number) => x.toFixed(3);
 
 function report(name: string, ours: number[], base: number[], baseName: string): void {
-  const o = median(ours);
-  const b = median(base);
+  // The ratio is the median of the ratios of the samples taken together
+  // (a round, or one handoff and its baseline).
   console.log(
-    `${name}: ${ms(o)} ms (p10-p90 ${ms(percentile(ours, 10))}-${ms(percentile(ours, 90))}); ` +
-      `${baseName}: ${ms(b)} ms; ratio ${(o / b).toFixed(2)}x`,
+    `${name}: ${ms(median(ours))} ms (p10-p90 ${ms(percentile(ours, 10))}-${
+      ms(percentile(ours, 90))
+    }); ${baseName}: ${ms(median(base))} ms; ratio ${median(ratios(ours, base)).toFixed(2)}x`,
   );
 }
 
 console.log(`PostgreSQL bench, client ${kind}, runtime ${runtimeName}, ${rounds} rounds`);
 
-// 1. An acquire + release cycle against two bare round trips on a session.
+// The baselines run on the very sessions the locks use: each PgLock is
+// given a connect() that hands out one client, and the bench sends its
+// bare statements through a second Session on that client, between the
+// lock's own. Two sessions of one kind differ by up to 3x from round to
+// round here (which of the 2 cores their backends and this process run
+// on), so a baseline on a session of its own measured the scheduler more
+// than the lock.
+async function shared(): Promise<{ connect: () => object; bare: Session }> {
+  const client = await connect();
+  const bare = await openSession(() => client);
+  return { connect: () => client, bare };
+}
+
+// Runs `ours` and `base` alternately, `n` operations each, `rounds` times;
+// time per operation in ms, one value per round for each.
+async function paired(
+  rounds: number,
+  n: number,
+  ours: () => Promise<unknown>,
+  base: () => Promise<unknown>,
+): Promise<[number[], number[]]> {
+  const times: [number[], number[]] = [[], []];
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, op] of (r % 2 === 0 ? [ours, base] : [base, ours]).entries()) {
+      const t = performance.now();
+      for (let k = 0; k < n; k++) await op();
+      times[(r % 2 === 0) === (i === 0) ? 0 : 1].push((performance.now() - t) / n);
+    }
+  }
+  return times;
+}
+
+// 1. An acquire + release cycle against two bare round trips on the same
+// session: rounds of 20 of each, alternated.
 {
-  const bare = await openSession(connect);
-  await using lock = new PgLock(connect, "bench-cycle");
+  const { connect: same, bare } = await shared();
+  await using lock = new PgLock(same, "bench-cycle");
   await lock.acquire();
   await lock.release();
-  const n = 500;
-  const ours: number[] = [];
-  const base: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    let t = performance.now();
-    for (let i = 0; i < n; i++) {
-      await lock.acquire();
-      await lock.release();
-    }
-    ours.push((performance.now() - t) / n);
-    t = performance.now();
-    for (let i = 0; i < n; i++) {
-      await bare.query("select 1");
-      await bare.query("select 1");
-    }
-    base.push((performance.now() - t) / n);
-  }
-  await bare.close();
-  report("PgLock acquire+release", ours, base, "two bare `select 1`");
+  const [ours, base] = await paired(rounds * 25, 20, async () => {
+    await lock.acquire();
+    await lock.release();
+  }, async () => {
+    await bare.query("select 1");
+    await bare.query("select 1");
+  });
+  report("PgLock acquire+release", ours, base, "two bare `select 1` on its session");
 }
 
 // 2. Handoff: from the holder's release() to the waiter's grant (two
-// sessions of one process), against one `select 1` on an idle session.
+// sessions of one process), against one `select 1` on the waiter's
+// session after it was idle as long, and against the server's own
+// handoff: the same two sessions, bare pg_advisory_lock/unlock statements.
 {
-  const idle = await openSession(connect);
-  await using a = new PgLock(connect, "bench-handoff");
-  await using b = new PgLock(connect, "bench-handoff");
+  const holder = await shared();
+  const waiter = await shared();
+  await using a = new PgLock(holder.connect, "bench-handoff");
+  await using b = new PgLock(waiter.connect, "bench-handoff");
   const ours: number[] = [];
   const base: number[] = [];
+  const raw: number[] = [];
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
   for (let r = 0; r < rounds * 20; r++) {
     await a.acquire();
-    const waiting = b.acquire();
+    let waiting: Promise<unknown> = b.acquire();
     // Let the waiter's statement reach the server and block.
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await pause();
     let t = performance.now();
     await a.release();
     await waiting;
     ours.push(performance.now() - t);
     await b.release();
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await holder.bare.query("select pg_advisory_lock(7)");
+    waiting = waiter.bare.query("select pg_advisory_lock(7)");
+    await pause();
     t = performance.now();
-    await idle.query("select 1");
+    await holder.bare.query("select pg_advisory_unlock(7)");
+    await waiting;
+    raw.push(performance.now() - t);
+    await waiter.bare.query("select pg_advisory_unlock(7)");
+    await pause();
+    t = performance.now();
+    await waiter.bare.query("select 1");
     base.push(performance.now() - t);
   }
-  await idle.close();
-  report("handoff release -> waiter holds", ours, base, "`select 1` on an idle session");
+  report("handoff release -> waiter holds", ours, base, "`select 1` on the idle waiter's session");
+  report("bare pg_advisory_unlock -> pg_advisory_lock", raw, base, "the same `select 1`");
 }
 
 // 3. A consumer killed with kill -9 while holding a claim: time from the

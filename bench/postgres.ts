@@ -45,9 +45,9 @@ console.log(`PostgreSQL bench, client ${kind}, runtime ${runtimeName}, ${rounds}
 // given a connect() that hands out one client, and the bench sends its
 // bare statements through a second Session on that client, between the
 // lock's own. Two sessions of one kind differ by up to 3x from round to
-// round here (which of the 2 cores their backends and this process run
-// on), so a baseline on a session of its own measured the scheduler more
-// than the lock.
+// round here (likely where the scheduler puts their backends on the 2
+// cores), so a baseline on a session of its own measured that more than
+// the lock.
 async function shared(): Promise<{ connect: () => object; bare: Session }> {
   const client = await connect();
   const bare = await openSession(() => client);

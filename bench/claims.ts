@@ -14,8 +14,7 @@ import { FileStore } from "../filestore.ts";
 import { median, percentile } from "./_stats.ts";
 import { compared, emit, full, sleep, tempDir } from "./_util.ts";
 import { spawn } from "node:child_process";
-import { runtimeName } from "../_runtime.ts";
-import { flockSync, LOCK_EX, LOCK_NB } from "../_flock.ts";
+import { rt, runtimeName } from "../_runtime.ts";
 
 const FIGURE = "8 claims";
 const RENAME = "rename new->cur, unlink (the claim before locks, then remove)";
@@ -36,23 +35,6 @@ function fill(): void {
 }
 const sorted = () => fs.readdirSync(newDir).sort();
 
-// Deno's bare open and flock; Bun's and Node's (node:fs and the package's FFI flock).
-const Deno = (globalThis as {
-  Deno?: {
-    openSync(p: string, o: object): { tryLockSync(x: boolean): boolean; close(): void };
-  };
-}).Deno;
-function lockedOpen(path: string): () => void {
-  if (Deno !== undefined) {
-    const f = Deno.openSync(path, { read: true });
-    f.tryLockSync(true);
-    return () => f.close();
-  }
-  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  flockSync(fd, LOCK_EX | LOCK_NB);
-  return () => fs.closeSync(fd);
-}
-
 const cases: [string, () => void][] = [
   [RENAME, () => {
     for (const name of sorted()) {
@@ -69,10 +51,12 @@ const cases: [string, () => void][] = [
   }],
   [FLOOR, () => {
     for (const name of sorted()) {
-      const close = lockedOpen(join(newDir, name));
+      // The runtime layer's own calls, bare (no O_NOFOLLOW check on Deno).
+      const raw = rt.openSync(join(newDir, name), { read: true, noFollow: true });
+      rt.tryLockSync(raw, true);
       fs.renameSync(join(newDir, name), join(curDir, name));
       fs.unlinkSync(join(curDir, name));
-      close();
+      rt.closeSync(raw);
     }
   }],
 ];

@@ -11,7 +11,7 @@ import { openSession, type Session } from "../_pg_session.ts";
 import { connectorOf, pgSkip, startPg } from "../tests/_pg.ts";
 import { start } from "../tests/_child.ts";
 import { runtimeName } from "../_runtime.ts";
-import { median, percentile, ratios } from "./_stats.ts";
+import { interleave, median, percentile, ratios } from "./_stats.ts";
 
 const args = process.argv.slice(2);
 const option = (name: string) => {
@@ -54,40 +54,40 @@ async function shared(): Promise<{ connect: () => object; bare: Session }> {
   return { connect: () => client, bare };
 }
 
-// Runs `ours` and `base` alternately, `n` operations each, `rounds` times;
-// time per operation in ms, one value per round for each.
-async function paired(
-  rounds: number,
-  n: number,
-  ours: () => Promise<unknown>,
-  base: () => Promise<unknown>,
-): Promise<[number[], number[]]> {
-  const times: [number[], number[]] = [[], []];
-  for (let r = 0; r < rounds; r++) {
-    for (const [i, op] of (r % 2 === 0 ? [ours, base] : [base, ours]).entries()) {
-      const t = performance.now();
-      for (let k = 0; k < n; k++) await op();
-      times[(r % 2 === 0) === (i === 0) ? 0 : 1].push((performance.now() - t) / n);
-    }
-  }
-  return times;
-}
-
 // 1. An acquire + release cycle against two bare round trips on the same
-// session: rounds of 20 of each, alternated.
+// session, in interleaved rounds of about 4 ms each.
 {
   const { connect: same, bare } = await shared();
   await using lock = new PgLock(same, "bench-cycle");
   await lock.acquire();
   await lock.release();
-  const [ours, base] = await paired(rounds * 25, 20, async () => {
-    await lock.acquire();
-    await lock.release();
-  }, async () => {
-    await bare.query("select 1");
-    await bare.query("select 1");
-  });
-  report("PgLock acquire+release", ours, base, "two bare `select 1` on its session");
+  const times = await interleave([
+    {
+      name: "ours",
+      async run(n) {
+        for (let i = 0; i < n; i++) {
+          await lock.acquire();
+          await lock.release();
+        }
+      },
+    },
+    {
+      name: "bare",
+      async run(n) {
+        for (let i = 0; i < n; i++) {
+          await bare.query("select 1");
+          await bare.query("select 1");
+        }
+      },
+    },
+  ], { rounds: rounds * 25, roundMs: 4, warmupMs: 50 });
+  const inMs = (k: string) => times.get(k)!.map((us) => us / 1000);
+  report(
+    "PgLock acquire+release",
+    inMs("ours"),
+    inMs("bare"),
+    "two bare `select 1` on its session",
+  );
 }
 
 // 2. Handoff: from the holder's release() to the waiter's grant (two

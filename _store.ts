@@ -441,14 +441,20 @@ function* take(s: StoreState): Steps<Claim | null> {
   return null;
 }
 
-// Whether the file `identity` also has the name NAME in an area of the
-// store other than `cur` (the areas are the store's subdirectories).
+// Whether the file `identity` also has, in an area of the store other than
+// `cur` (the areas are the store's subdirectories), the name NAME or the
+// name recover() gives it when it requeues it (NAME.retryN): a recover()
+// killed between its link into `new` and its unlink leaves that second
+// name, under which the file may have been claimed and finished since.
 function* otherName(s: StoreState, name: string, identity: FileInfo): Steps<boolean> {
+  const names = new Set([name, retried(name)]);
   for (const area of yield* step("readDir", s.path)) {
     if (area === "cur") continue;
-    try {
-      if (sameFile(yield* step("lstat", `${s.path}/${area}/${name}`), identity)) return true;
-    } catch { /* not there, or not a directory */ }
+    for (const other of names) {
+      try {
+        if (sameFile(yield* step("lstat", `${s.path}/${area}/${other}`), identity)) return true;
+      } catch { /* not there, or not a directory */ }
+    }
   }
   return false;
 }
@@ -484,10 +490,10 @@ export function* recover(s: StoreState): Steps<Recovered> {
       if (current === undefined || !sameFile(current, identity)) continue;
       // A second name in another area of the store means a move that a
       // dead process cut short between its link and its unlink (a claim
-      // from new, a release back to it, done into an area): the file is
-      // at its other name already, so that move is finished instead of
-      // the file handed out again. A link elsewhere (a user's) does not
-      // count.
+      // from new, a release back to it, done into an area, a recover() into
+      // new under the retry name): the file is at its other name already,
+      // so that move is finished instead of the file handed out again. A
+      // link elsewhere (a user's) does not count.
       if (identity.nlink > 1 && (yield* otherName(s, name, identity))) {
         yield* unlinkIfSame(source, identity);
         result.finished.push(source);

@@ -171,8 +171,9 @@ export function* useArea(store: string, name: string): Steps<void> {
  * Moves `from` to `to` without ever replacing a file at `to`: link(2),
  * which refuses an existing target, then unlink(2). The move is done when
  * the link is made; a crash before the unlink leaves the file under both
- * names, which the next move of it finishes. Throws `AlreadyExists` when
- * another file has the name `to`.
+ * names, which the next move of it finishes (and so does a move of it
+ * by anyone else: a file found at `to` already is moved). Throws
+ * `AlreadyExists` when another file has the name `to`.
  */
 export function* moveNoReplace(from: string, to: string): Steps<void> {
   // A file moved onto its own name stays where it is (link would say
@@ -214,8 +215,10 @@ export function* moveNoReplace(from: string, to: string): Steps<void> {
         `another file is already at '${to}': a name delivered twice is never replaced`,
       );
     }
+    // The same file: another mover linked it and died (or is about to
+    // unlink) before its unlink. The move is done once `from` is gone.
     unlinkQuietly(from);
-    throw new NotFound("ENOENT", "rename", from, "another process moved it first");
+    return;
   }
   try {
     yield* step("unlink", from);

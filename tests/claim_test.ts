@@ -303,6 +303,37 @@ test("found by review: a user's hard link elsewhere does not make recover() drop
   });
 });
 
+test("a recover() killed between its link into new and its unlink: the file is delivered once, and a second recover() finishes that move", () => {
+  using s = prepared({ recoverEvery: Infinity });
+  // What the killed recover() left: the dead consumer's file in cur, and
+  // the same file in new under its retry name.
+  writeFileSync(join(s.dir, "cur", "job"), "z");
+  linkSync(join(s.dir, "cur", "job"), join(s.dir, "new", "job.retry1"));
+  const claim = s.store.claimSync()!;
+  assert.equal(claim.name, "job.retry1");
+  assert.equal(claim.doneSync({ moveTo: "done" }), join(s.dir, "done", "job.retry1"));
+  // cur/job still names the finished file: it is not handed out again.
+  assert.deepEqual(s.store.recoverSync(), {
+    requeued: [],
+    failed: [],
+    finished: [join(s.dir, "cur", "job")],
+  });
+  assert.equal(s.store.claimSync(), null);
+  assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
+});
+
+test("done() whose file is already at its target (another mover linked it and died) finishes, and does not throw", () => {
+  using s = prepared({ recoverEvery: Infinity });
+  s.store.putSync("x");
+  const claim = s.store.claimSync()!;
+  mkdirSync(join(s.dir, "done"));
+  linkSync(claim.path, join(s.dir, "done", claim.name));
+  assert.equal(claim.doneSync({ moveTo: "done" }), join(s.dir, "done", claim.name));
+  assert.ok(claim.finished);
+  assert.deepEqual(readdirSync(join(s.dir, "cur")), []);
+  assert.equal(readFileSync(join(s.dir, "done", claim.name), "utf8"), "x");
+});
+
 test("found by review: release() with a namesake in new goes back under its retry name", () => {
   using s = prepared({ recoverEvery: Infinity, maxDeliveries: 1 });
   writeFileSync(join(s.dir, "new", "x"), "first");

@@ -247,6 +247,8 @@ export class Claim implements AsyncDisposable, Disposable {
       }
       yield* useArea(this.#store, area);
       target = `${this.#store}/${area}/${this.#name}`;
+      // Found there already (a duplicate delivery that another consumer
+      // finished, or a mover that died after its link): finished all the same.
       yield* moveNoReplace(this.path, target);
     }
     this.#finish();

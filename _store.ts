@@ -274,7 +274,14 @@ export function* move(s: StoreState, name: string, from: Area, to: Area): Steps<
   const checked = checkName(name, "move", true);
   const target = inArea(s, to, checked);
   if (!s.checked) yield* check(s);
-  yield* moveNoReplace(inArea(s, from, checked), target);
+  if (!(yield* moveNoReplace(inArea(s, from, checked), target))) {
+    throw new NotFound(
+      "ENOENT",
+      "rename",
+      inArea(s, from, checked),
+      "another process moved it first",
+    );
+  }
   return target;
 }
 
@@ -420,14 +427,21 @@ function* take(s: StoreState): Steps<Claim | null> {
         closeQuietly(raw);
         continue;
       }
+      let moved;
       try {
-        yield* moveNoReplace(source, target);
+        moved = yield* moveNoReplace(source, target);
       } catch (e) {
         // Another file already has the name in `cur`: this one waits in
         // `new` until the name is free.
         closeQuietly(raw);
         if (e instanceof NotFound || e instanceof AlreadyExists) continue;
         throw e;
+      }
+      // A claim cut short by its consumer's death (the file was in `cur`
+      // already): that consumer's, finished here and left to recover().
+      if (!moved) {
+        closeQuietly(raw);
+        continue;
       }
       return grant(raw, s.path, name, deliveriesOf(name));
     } catch (e) {
@@ -503,7 +517,7 @@ export function* recover(s: StoreState): Steps<Recovered> {
       if (failed) yield* useArea(s.path, "failed");
       const target = failed ? `${s.path}/failed/${name}` : inArea(s, "new", retried(name));
       try {
-        yield* moveNoReplace(source, target);
+        if (!(yield* moveNoReplace(source, target))) continue;
       } catch (e) {
         if (e instanceof NotFound || e instanceof AlreadyExists) continue;
         throw e;

@@ -171,15 +171,18 @@ export function* useArea(store: string, name: string): Steps<void> {
  * Moves `from` to `to` without ever replacing a file at `to`: link(2),
  * which refuses an existing target, then unlink(2). The move is done when
  * the link is made; a crash before the unlink leaves the file under both
- * names, which the next move of it finishes (and so does a move of it
- * by anyone else: a file found at `to` already is moved). Throws
- * `AlreadyExists` when another file has the name `to`.
+ * names, which the next move of it finishes. Throws `AlreadyExists` when
+ * another file has the name `to`.
+ *
+ * @returns `true` when this call made the move; `false` when the same
+ * file was at `to` already (another mover linked it, and may have died
+ * before its unlink), and this call only removed `from`.
  */
-export function* moveNoReplace(from: string, to: string): Steps<void> {
+export function* moveNoReplace(from: string, to: string): Steps<boolean> {
   // A file moved onto its own name stays where it is (link would say
   // EEXIST for the same file, which the branch below takes for another
   // mover's finished work and unlinks).
-  if (from === to) return;
+  if (from === to) return true;
   // A target that is there at the link and gone at the look that follows
   // (another consumer took it meanwhile) is tried again.
   for (let attempt = 0;; attempt++) {
@@ -215,10 +218,8 @@ export function* moveNoReplace(from: string, to: string): Steps<void> {
         `another file is already at '${to}': a name delivered twice is never replaced`,
       );
     }
-    // The same file: another mover linked it and died (or is about to
-    // unlink) before its unlink. The move is done once `from` is gone.
     unlinkQuietly(from);
-    return;
+    return false;
   }
   try {
     yield* step("unlink", from);
@@ -226,6 +227,7 @@ export function* moveNoReplace(from: string, to: string): Steps<void> {
     // Another mover finished this move for us.
     if (!(e instanceof NotFound)) throw e;
   }
+  return true;
 }
 
 /**
